@@ -1,0 +1,23 @@
+# skewd's two quick-start commands, and the pieces they stand on.
+.PHONY: demo test bootstrap host-packages bench clean
+
+# The main job on its embedded default.
+demo: bootstrap
+	.venv/bin/skewd clocks
+	.venv/bin/skewd bench clocks --quick
+
+# The whole test suite, with everything it needs set up first.
+test: bootstrap host-packages
+	.venv/bin/python -m pytest -q tests
+
+bootstrap:
+	@scripts/bootstrap
+
+host-packages:
+	@scripts/host-packages
+
+bench: bootstrap
+	.venv/bin/python bench/clocks.py
+
+clean:
+	rm -rf build src/skewd/*.so src/skewd/_*.c src/*.egg-info

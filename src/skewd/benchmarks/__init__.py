@@ -1,0 +1,19 @@
+"""Benchmarks behind `skewd bench ...` and bench/*.py: each module has
+run(...) -> dict and format(result) -> str."""
+import statistics
+import timeit
+
+
+def per_call_ns(fn, number: int, repeat: int) -> list[float]:
+    """ns per call of a no-argument callable, one figure per repeat."""
+    return [t / number * 1e9 for t in timeit.repeat(fn, number=number, repeat=repeat)]
+
+
+def median(xs) -> float:
+    return float(statistics.median(xs))
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])

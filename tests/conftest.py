@@ -1,0 +1,34 @@
+"""Shared fixtures. Every test gets its own clock-state directory, so no test
+touches /dev/shm/skewd or another test's pages."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    d.mkdir()
+    monkeypatch.setenv("SKEWD_STATE_DIR", str(d))
+    return str(d)
+
+
+def have_root() -> bool:
+    return os.geteuid() == 0
+
+
+def have_netns() -> bool:
+    """True when this process can create network namespaces (root and ip)."""
+    if not have_root() or shutil.which("ip") is None:
+        return False
+    probe = f"skwprobe{os.getpid()}"
+    r = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
+    if r.returncode != 0:
+        return False
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return True
+
+
+requires_root = pytest.mark.skipif(not have_root(), reason="needs root")
