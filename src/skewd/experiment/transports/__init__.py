@@ -1,0 +1,1 @@
+"""Transports between pipeline stages. Each one implements transports.base."""
