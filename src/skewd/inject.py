@@ -83,7 +83,7 @@ class Sine(Schedule):
 
     @property
     def max_error_ns(self) -> float:  # chord error + drift rounding to 1 ppb
-        return self.max_error + 0.5 * self.step_ns / 1e9
+        return self.max_error + 1.5 + 0.5 * self.step_ns / 1e9  # + offset/drift rounding
 
     @property
     def step_ns(self) -> int:

@@ -85,7 +85,7 @@ class PageState:
 
 def _map_error(e: OSError, path: str) -> Exception:
     if e.errno == errno.EPROTONOSUPPORT:
-        version = e.args[3] if len(e.args) > 3 else "?"
+        version = getattr(e, "layout_version", "?")
         return InputFileError(
             f"clock-state page {path} has layout version {version}, this skewd reads "
             f"version {LAYOUT_VERSION}: stop the processes using it and remove the file")
