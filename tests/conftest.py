@@ -32,3 +32,16 @@ def have_netns() -> bool:
 
 
 requires_root = pytest.mark.skipif(not have_root(), reason="needs root")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """One real Kafka broker (scripts/kafka: jars fetched with Maven once,
+    KRaft, 127.0.0.1) shared by the Kafka tests; stopped and its data deleted
+    at the end of the session, even after failures."""
+    from skewd.kafkabroker import local_broker, missing_tools
+    why = missing_tools()
+    if why:
+        pytest.skip(f"no local Kafka broker: {why}")
+    with local_broker(tmp_path_factory.mktemp("kafka") / "broker") as broker:
+        yield broker
