@@ -1,0 +1,509 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# distutils: sources = csrc/ring.c csrc/statepage.c csrc/clock.c
+# distutils: include_dirs = csrc
+"""Thin wrappers over csrc/ring.c: the span handle, the span context and the
+per-tracer core. The user-facing API is skewd.tracer."""
+cimport cython
+from libc.errno cimport ENOBUFS, ENOMEM, ENOSPC, EPIPE, ETIMEDOUT
+from libc.stdint cimport int64_t, uint64_t, uint32_t, uint8_t, int8_t
+from libc.string cimport memset
+from skewd.cstatepage cimport skw_page, skw_page_map, skw_page_unmap
+from skewd.cring cimport *
+
+import os
+import threading
+
+import numpy as np
+
+NULL_NS = SKW_RING_NULL
+MAX_RING_SIZE = SKW_RING_MAX_SIZE
+KINDS = ("internal", "producer", "consumer", "client", "server")
+cdef dict _KIND = {k: i for i, k in enumerate(KINDS)}
+# a producer waits at most this long for room in blocking mode, then drops
+cdef int64_t BLOCK_TIMEOUT_NS = 10_000_000_000
+
+
+cdef inline uint64_t _be64(bytes b, Py_ssize_t at):
+    cdef const unsigned char *p = b
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(8):
+        v = (v << 8) | p[at + i]
+    return v
+
+
+cdef inline bytes _to_bytes(uint64_t v):
+    return v.to_bytes(8, "big")
+
+
+cdef class SpanContext:
+    """What a span hands to its children and to the messages it sends: a
+    16-byte trace id, an 8-byte span id and the sampled flag (W3C trace
+    context). Immutable and hashable."""
+    cdef readonly uint64_t _hi, _lo, _sid
+    cdef readonly bint sampled
+
+    def __init__(self, bytes trace_id, bytes span_id, bint sampled=True):
+        if len(trace_id) != 16 or len(span_id) != 8:
+            raise ValueError(f"trace_id must be 16 bytes and span_id 8 bytes, got "
+                             f"{len(trace_id)} and {len(span_id)}")
+        self._hi = _be64(trace_id, 0)
+        self._lo = _be64(trace_id, 8)
+        self._sid = _be64(span_id, 0)
+        if (self._hi == 0 and self._lo == 0) or self._sid == 0:
+            raise ValueError("an all-zero trace id or span id is invalid (W3C trace context)")
+        self.sampled = sampled
+
+    @property
+    def trace_id(self) -> bytes:
+        return _to_bytes(self._hi) + _to_bytes(self._lo)
+
+    @property
+    def span_id(self) -> bytes:
+        return _to_bytes(self._sid)
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C traceparent value: 00-<trace id>-<span id>-<flags>."""
+        return "00-%016x%016x-%016x-%02x" % (self._hi, self._lo, self._sid,
+                                             1 if self.sampled else 0)
+
+    def __eq__(self, other):
+        if not isinstance(other, SpanContext):
+            return NotImplemented
+        cdef SpanContext o = other
+        return (self._hi == o._hi and self._lo == o._lo and self._sid == o._sid
+                and self.sampled == o.sampled)
+
+    def __hash__(self):
+        return hash((self._hi, self._lo, self._sid, self.sampled))
+
+    def __repr__(self):
+        return (f"SpanContext(trace_id={self.trace_id.hex()}, span_id={self.span_id.hex()}, "
+                f"sampled={bool(self.sampled)})")
+
+    def __reduce__(self):
+        return (SpanContext, (self.trace_id, self.span_id, bool(self.sampled)))
+
+
+cdef inline SpanContext _ctx(uint64_t hi, uint64_t lo, uint64_t sid, bint sampled):
+    cdef SpanContext c = SpanContext.__new__(SpanContext)
+    c._hi = hi
+    c._lo = lo
+    c._sid = sid
+    c.sampled = sampled
+    return c
+
+
+@cython.freelist(64)
+@cython.final
+cdef class Span:
+    """One span: created by Tracer.span(), timed by `with` (or start()/end()).
+    Its times are read from the node's skewed clock in C."""
+    cdef Core core
+    cdef skw_ring *ring
+    cdef uint64_t hi, lo, sid, pid
+    cdef uint64_t prev_hi, prev_lo, prev_sid
+    cdef uint8_t prev_valid, prev_sampled, kcode, flags, state
+    cdef uint32_t name_id
+    cdef int64_t t_start, t_end, t_send, inj
+    cdef int64_t est[2]
+
+    def __enter__(self):
+        cdef int err = 0
+        cdef skw_ring *r
+        if self.state != 0:
+            raise RuntimeError("a span can be entered once")
+        r = skw_ring_get(self.core.t, &err)
+        if r == NULL:
+            self.core._ring_error(err)
+            self.state = 3  # not recorded; its context still propagates
+            return self
+        if skw_ring_now(r, &self.t_start, &self.inj, self.est) != 0:
+            self.core._clock_error()
+        self.ring = r
+        self.prev_hi = skw_ring_current.trace_hi
+        self.prev_lo = skw_ring_current.trace_lo
+        self.prev_sid = skw_ring_current.span_id
+        self.prev_valid = skw_ring_current.valid
+        self.prev_sampled = skw_ring_current.sampled
+        skw_ring_current.trace_hi = self.hi
+        skw_ring_current.trace_lo = self.lo
+        skw_ring_current.span_id = self.sid
+        skw_ring_current.valid = 1
+        skw_ring_current.sampled = self.flags & SKW_RING_F_SAMPLED
+        self.state = 1
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._finish()
+        return False
+
+    cdef int _finish(self) except -1:
+        cdef int err = 0, rc
+        cdef skw_ring *r
+        cdef skw_span_rec rec
+        cdef Core core = self.core
+        if self.state != 1:
+            if self.state == 3:
+                self.state = 2
+                return 0
+            raise RuntimeError("span ended twice or never started")
+        self.state = 2
+        r = skw_ring_get(core.t, &err)
+        if r == NULL:
+            core._ring_error(err)
+            return 0
+        if skw_ring_now(r, &self.t_end, NULL, NULL) != 0:
+            core._clock_error()
+        if r == self.ring:  # same thread: restore its current span
+            skw_ring_current.trace_hi = self.prev_hi
+            skw_ring_current.trace_lo = self.prev_lo
+            skw_ring_current.span_id = self.prev_sid
+            skw_ring_current.valid = self.prev_valid
+            skw_ring_current.sampled = self.prev_sampled
+        rec.trace_hi = self.hi
+        rec.trace_lo = self.lo
+        rec.span_id = self.sid
+        rec.parent_id = self.pid
+        rec.start_ns = self.t_start
+        rec.end_ns = self.t_end
+        rec.send_ns = self.t_send
+        rec.injected_offset_ns = self.inj
+        rec.est_offset_ns = self.est[0]
+        rec.est_uncertainty_ns = self.est[1]
+        rec.name_id = self.name_id
+        rec.kind = self.kcode
+        rec.flags = self.flags
+        if core.block:
+            rc = skw_ring_append(r, &rec, 0)
+            while rc == -ENOBUFS:
+                with nogil:
+                    rc = skw_ring_wait_space(r, BLOCK_TIMEOUT_NS)
+                if rc == 0:
+                    rc = skw_ring_append(r, &rec, 0)
+                elif rc == -ETIMEDOUT:
+                    rc = skw_ring_append(r, &rec, 1)  # counts the drop
+                    core.block_timeouts += 1
+                    break
+        else:
+            skw_ring_append(r, &rec, 1)
+        return 0
+
+    def start(self):
+        """Start the span now (what `with` does on entry); returns it."""
+        return self.__enter__()
+
+    def end(self):
+        """End the span now and record it (what `with` does on exit)."""
+        self._finish()
+
+    def set_send_ns(self, int64_t t):
+        """Producer: the skewed-clock time the message left. Consumer: the
+        send time the message carried."""
+        self.t_send = t
+
+    def mark_send(self):
+        """Stamp send_ns with the skewed clock now and return it (int ns)."""
+        cdef int err = 0
+        cdef int64_t t = 0
+        cdef skw_ring *r = skw_ring_get(self.core.t, &err)
+        if r == NULL or skw_ring_now(r, &t, NULL, NULL) != 0:
+            t = self.core.now_ns()
+        self.t_send = t
+        return t
+
+    @property
+    def context(self) -> SpanContext:
+        return _ctx(self.hi, self.lo, self.sid, self.flags & SKW_RING_F_SAMPLED)
+
+    @property
+    def trace_id(self) -> bytes:
+        return _to_bytes(self.hi) + _to_bytes(self.lo)
+
+    @property
+    def span_id(self) -> bytes:
+        return _to_bytes(self.sid)
+
+    @property
+    def parent_id(self):
+        return _to_bytes(self.pid) if self.pid else None
+
+    @property
+    def kind(self) -> str:
+        return KINDS[self.kcode]
+
+    @property
+    def name(self) -> str:
+        return self.core.name_list[self.name_id]
+
+    @property
+    def start_ns(self):
+        return self.t_start if self.state in (1, 2) else None
+
+    @property
+    def end_ns(self):
+        return self.t_end if self.state == 2 and self.ring != NULL else None
+
+    @property
+    def send_ns(self):
+        return None if self.t_send == SKW_RING_NULL else self.t_send
+
+    @property
+    def injected_offset_ns(self):
+        return None if self.state == 0 or self.inj == SKW_RING_NULL else self.inj
+
+    @property
+    def recording(self) -> bool:
+        return self.state == 1
+
+    def __repr__(self):
+        return (f"<Span {self.name!r} {KINDS[self.kcode]} trace={self.trace_id.hex()} "
+                f"span={self.span_id.hex()}>")
+
+
+cdef class Columns:
+    """Reusable column buffers a drain fills (numpy arrays, `size` rows)."""
+    cdef skw_cols c
+    cdef readonly Py_ssize_t size
+    cdef readonly object trace_id, span_id, parent_id, parent_valid, name_id, kind
+    cdef readonly object start_ns, end_ns, send_ns, injected_offset_ns
+    cdef readonly object est_offset_ns, est_uncertainty_ns
+
+    def __init__(self, Py_ssize_t size):
+        cdef uint8_t[::1] u8
+        cdef uint32_t[::1] u32
+        cdef int8_t[::1] i8
+        cdef int64_t[::1] i64
+        if size < 1:
+            raise ValueError("size must be positive")
+        self.size = size
+        self.trace_id = np.zeros(size * 16, dtype=np.uint8)
+        self.span_id = np.zeros(size * 8, dtype=np.uint8)
+        self.parent_id = np.zeros(size * 8, dtype=np.uint8)
+        self.parent_valid = np.zeros(size, dtype=np.uint8)
+        self.name_id = np.zeros(size, dtype=np.uint32)
+        self.kind = np.zeros(size, dtype=np.int8)
+        self.start_ns = np.zeros(size, dtype=np.int64)
+        self.end_ns = np.zeros(size, dtype=np.int64)
+        self.send_ns = np.zeros(size, dtype=np.int64)
+        self.injected_offset_ns = np.zeros(size, dtype=np.int64)
+        self.est_offset_ns = np.zeros(size, dtype=np.int64)
+        self.est_uncertainty_ns = np.zeros(size, dtype=np.int64)
+        u8 = self.trace_id; self.c.trace_id = &u8[0]
+        u8 = self.span_id; self.c.span_id = &u8[0]
+        u8 = self.parent_id; self.c.parent_id = &u8[0]
+        u8 = self.parent_valid; self.c.parent_valid = &u8[0]
+        u32 = self.name_id; self.c.name_id = &u32[0]
+        i8 = self.kind; self.c.kind = &i8[0]
+        i64 = self.start_ns; self.c.start_ns = &i64[0]
+        i64 = self.end_ns; self.c.end_ns = &i64[0]
+        i64 = self.send_ns; self.c.send_ns = &i64[0]
+        i64 = self.injected_offset_ns; self.c.injected_offset_ns = &i64[0]
+        i64 = self.est_offset_ns; self.c.est_offset_ns = &i64[0]
+        i64 = self.est_uncertainty_ns; self.c.est_uncertainty_ns = &i64[0]
+
+
+cdef class Core:
+    """The C side of one Tracer: its rings, its clock page and its name table."""
+    cdef skw_tracer *t
+    cdef skw_page *page
+    cdef readonly object page_path
+    cdef readonly bint block
+    cdef readonly bint closed
+    cdef readonly dict names
+    cdef readonly list name_list
+    cdef object _names_lock
+    cdef public uint64_t ring_errors, clock_errors, block_timeouts
+
+    def __cinit__(self):
+        self.t = NULL
+        self.page = NULL
+
+    def __init__(self, page_path=None, uint32_t ring_size=65536, bint block=False):
+        cdef int rc, version = 0
+        cdef bytes pb
+        self.page_path = page_path
+        self.block = block
+        self.names = {}
+        self.name_list = []
+        self._names_lock = threading.Lock()
+        if ring_size < 1 or ring_size > SKW_RING_MAX_SIZE:
+            raise ValueError(f"ring_size must be 1..{SKW_RING_MAX_SIZE}, got {ring_size}")
+        if page_path is not None:
+            pb = os.fsencode(page_path)
+            rc = skw_page_map(pb, 0, &self.page, &version)
+            if rc:
+                self.page = NULL
+                raise OSError(-rc, os.strerror(-rc), page_path)
+        rc = skw_tracer_new(self.page, ring_size, &self.t)
+        if rc:
+            raise OSError(-rc, os.strerror(-rc))
+
+    def __dealloc__(self):
+        if self.t != NULL:
+            skw_tracer_free(self.t)
+            self.t = NULL
+        if self.page != NULL:
+            skw_page_unmap(self.page)
+            self.page = NULL
+
+    @property
+    def ring_size(self) -> int:
+        return skw_tracer_ring_size(self.t)
+
+    cdef void _ring_error(self, int err):
+        self.ring_errors += 1
+
+    cdef void _clock_error(self):
+        self.clock_errors += 1
+
+    cdef uint32_t _name_id(self, name) except? 0xFFFFFFFF:
+        cdef object v = self.names.get(name)
+        if v is not None:
+            return <uint32_t>v
+        if type(name) is not str:
+            raise TypeError(f"span name must be a str, got {type(name).__name__}")
+        with self._names_lock:
+            v = self.names.get(name)
+            if v is None:
+                v = len(self.name_list)
+                self.name_list.append(name)
+                self.names[name] = v
+        return <uint32_t>v
+
+    def span(self, name, kind="internal", parent=None, send_ns=None):
+        """A new span (not started): with parent=None it is a child of this
+        thread's current span, or the root of a new trace; parent=False
+        always starts a new trace."""
+        cdef Span s = Span.__new__(Span)
+        cdef SpanContext pc
+        cdef Span ps
+        cdef object k
+        s.core = self
+        s.name_id = self._name_id(name)
+        if kind == "internal":
+            s.kcode = 0
+        else:
+            k = _KIND.get(kind)
+            if k is None:
+                raise ValueError(f"span kind {kind!r} is not one of {', '.join(KINDS)}")
+            s.kcode = <uint8_t>k
+        if parent is None:
+            if skw_ring_current.valid:
+                s.hi = skw_ring_current.trace_hi
+                s.lo = skw_ring_current.trace_lo
+                s.pid = skw_ring_current.span_id
+                s.flags = skw_ring_current.sampled
+            else:
+                s.hi = skw_ring_rand64()
+                s.lo = skw_ring_rand64()
+                s.pid = 0
+                s.flags = SKW_RING_F_SAMPLED
+        elif type(parent) is SpanContext:
+            pc = <SpanContext>parent
+            s.hi = pc._hi
+            s.lo = pc._lo
+            s.pid = pc._sid
+            s.flags = SKW_RING_F_SAMPLED if pc.sampled else 0
+        elif type(parent) is Span:
+            ps = <Span>parent
+            s.hi = ps.hi
+            s.lo = ps.lo
+            s.pid = ps.sid
+            s.flags = ps.flags
+        elif parent is False:
+            s.hi = skw_ring_rand64()
+            s.lo = skw_ring_rand64()
+            s.pid = 0
+            s.flags = SKW_RING_F_SAMPLED
+        else:
+            raise TypeError(f"parent must be a SpanContext, a Span, None or False, "
+                            f"got {type(parent).__name__}")
+        s.sid = skw_ring_rand64()
+        s.t_send = SKW_RING_NULL if send_ns is None else <int64_t>send_ns
+        s.inj = SKW_RING_NULL
+        s.est[0] = SKW_RING_NULL
+        s.est[1] = SKW_RING_NULL
+        return s
+
+    def now_ns(self):
+        """The skewed clock this tracer stamps spans with."""
+        cdef int err = 0
+        cdef int64_t t
+        cdef skw_ring *r = skw_ring_get(self.t, &err)
+        if r == NULL:
+            raise OSError(-err, os.strerror(-err))
+        rc = skw_ring_now(r, &t, NULL, NULL)
+        if rc:
+            raise OSError(-rc, os.strerror(-rc))
+        return t
+
+    def drain(self, Columns cols, Py_ssize_t limit=-1):
+        """Copy waiting records into cols; returns how many."""
+        cdef size_t n = 0
+        cdef size_t mx = cols.size if limit < 0 or limit > cols.size else limit
+        if self.t == NULL:
+            return 0
+        with nogil:
+            skw_tracer_drain(self.t, &cols.c, mx, &n)
+        return n
+
+    def wait(self, double timeout_s):
+        """Sleep until a writer kicks the drainer or timeout_s passes."""
+        cdef int64_t ns = <int64_t>(timeout_s * 1e9)
+        with nogil:
+            skw_tracer_wait(self.t, ns)
+
+    def kick(self):
+        skw_tracer_kick(self.t)
+
+    def stats(self) -> dict:
+        cdef skw_ring_stats st
+        skw_tracer_stats(self.t, &st)
+        return {"recorded": st.recorded, "dropped": st.dropped, "drained": st.drained,
+                "rings": st.rings, "pending": st.pending,
+                "ring_errors": self.ring_errors, "clock_errors": self.clock_errors,
+                "block_timeouts": self.block_timeouts}
+
+    def close(self):
+        """Stop recording and free the rings (drain them first)."""
+        if not self.closed:
+            self.closed = True
+            with nogil:
+                skw_tracer_close(self.t)
+
+    def prefork(self):
+        with nogil:
+            skw_tracer_prefork(self.t)
+
+    def postfork_parent(self):
+        skw_tracer_postfork_parent(self.t)
+
+    def postfork_child(self):
+        skw_tracer_postfork_child(self.t)
+
+    def fill(self, size_t n, name="synthetic"):
+        """Append n synthetic spans to this thread's ring (benchmarks, tests);
+        returns how many fitted."""
+        cdef int err = 0
+        cdef uint32_t nid = self._name_id(name)
+        cdef skw_ring *r = skw_ring_get(self.t, &err)
+        cdef size_t got
+        if r == NULL:
+            raise OSError(-err, os.strerror(-err))
+        with nogil:
+            got = skw_ring_fill(r, n, nid)
+        return got
+
+
+def current_context():
+    """This thread's current span context, or None."""
+    if not skw_ring_current.valid:
+        return None
+    return _ctx(skw_ring_current.trace_hi, skw_ring_current.trace_lo,
+                skw_ring_current.span_id, skw_ring_current.sampled)
+
+
+def rand64():
+    return skw_ring_rand64()
