@@ -209,9 +209,73 @@ def cmd_inject(args) -> int:
     return 0
 
 
+# --- skewd spans -------------------------------------------------------------
+
+@command("spans", "inspect span logs or export them to OTLP JSON",
+         "Work with the Arrow span logs a skewd.Tracer writes: 'inspect' shows each "
+         "file's rows, batches, time range, nodes, schema version and any torn tail; "
+         "'export' writes the spans as OTLP JSON for OpenTelemetry tools.")
+def _spans_args(p):
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    i = sub.add_parser("inspect", help="summarise span log files",
+                       description="Summarise span log files (a torn tail is reported, "
+                                   "not an error).")
+    i.add_argument("files", nargs="+", metavar="FILE", help="span log file or directory")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    e = sub.add_parser("export", help="export span logs to OTLP JSON")
+    e.add_argument("files", nargs="+", metavar="FILE", help="span log file or directory")
+    e.add_argument("-o", "--output", required=True, help="OTLP JSON file to write")
+    return cmd_spans
+
+
+def cmd_spans(args) -> int:
+    import warnings
+
+    from skewd import otlp, spanlog
+    from skewd.units import format_duration as fd
+    if args.action == "export":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", spanlog.SpanLogWarning)
+            n = otlp.export(args.files, args.output)
+        for w in caught:
+            print(f"skewd spans: warning: {w.message}", file=sys.stderr)
+        print(f"wrote {n} spans to {args.output}")
+        return 0
+    infos = [spanlog.inspect(f) for f in spanlog._expand(args.files)]
+    if args.json:
+        print(_dump(infos))
+        return 0
+    for k, info in enumerate(infos):
+        if k:
+            print()
+        print(f"{info.path}")
+        print(f"  size            {info.size} bytes, "
+              f"{'complete (footer)' if info.complete else 'no footer (writer running or killed)'}")
+        print(f"  schema version  {info.schema_version if info.schema_version is not None else '-'}")
+        md = info.metadata
+        print(f"  written by      node {md.get('skewd.node', '-')}, stage "
+              f"{md.get('skewd.stage') or '-'}, clock {md.get('skewd.clock', '-')}, "
+              f"host {md.get('skewd.host', '-')}, pid {md.get('skewd.pid', '-')}")
+        print(f"  rows            {info.rows} in {info.batches} batches")
+        if info.start_ns is not None:
+            print(f"  time range      {info.start_ns} .. {info.end_ns} ns "
+                  f"({fd(info.end_ns - info.start_ns)})")
+        print(f"  nodes           {', '.join(info.nodes) or '-'}")
+        print(f"  stages          {', '.join(info.stages) or '-'}")
+        if info.kinds:
+            print("  kinds           " + ", ".join(f"{k} {v}" for k, v in sorted(info.kinds.items())))
+        if info.torn_offset is not None:
+            print(f"  torn tail       cut at byte {info.torn_offset} of {info.size} "
+                  f"({info.size - info.torn_offset} bytes dropped: {info.torn_reason})")
+        else:
+            print("  torn tail       none")
+    return 0
+
+
 # --- skewd bench -------------------------------------------------------------
 
-BENCHES = {"clocks": "skewd.benchmarks.clocks"}
+BENCHES = {"clocks": "skewd.benchmarks.clocks", "spans": "skewd.benchmarks.spans"}
 
 
 @command("bench", "measure what clocks and timestamping cost on this host",

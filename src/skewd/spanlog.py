@@ -48,6 +48,11 @@ class TornTailWarning(SpanLogWarning):
     """A span log ended in an incomplete batch (its writer died); the tail was cut."""
 
 
+class IncompleteLogWarning(SpanLogWarning):
+    """A span log has no footer: its writer is still running or was killed
+    between batches. Every batch in it was read."""
+
+
 # --- ring columns -> Arrow -----------------------------------------------------------
 
 def _const_strings(value: str | None, n: int) -> pa.Array:
@@ -106,6 +111,21 @@ class BatchBuilder:
             _nullable_ns(cols.est_uncertainty_ns[:n]),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
+
+
+def _fixed_kinds(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The IPC file format allows one dictionary per column: give `kind`
+    the fixed dictionary of all five kinds."""
+    i = batch.schema.get_field_index("kind")
+    col = batch.column(i)
+    if isinstance(col, pa.DictionaryArray) and col.dictionary.equals(_KINDS_ARRAY):
+        return batch
+    import pyarrow.compute as pc
+    idx = pc.index_in(col.cast(pa.string()), value_set=_KINDS_ARRAY)
+    if idx.null_count:
+        raise UsageError(f"span kinds must be one of {', '.join(KINDS)}")
+    kind = pa.DictionaryArray.from_arrays(idx.cast(pa.int8()), _KINDS_ARRAY)
+    return batch.set_column(i, batch.schema.field(i), kind)
 
 
 # --- writer ---------------------------------------------------------------------------
@@ -216,6 +236,7 @@ class SpanLogWriter:
         """Append one batch and hand it to the kernel; rotate when due."""
         if batch.num_rows == 0:
             return
+        batch = _fixed_kinds(batch)
         if self._writer is None:
             self._open()
         self._writer.write_batch(batch)
@@ -361,8 +382,8 @@ def _read_stream(path: str, buf: pa.Buffer, start: int) -> FileRead:
             pos = end
     except (pa.ArrowException, OSError, ValueError) as e:
         cut, reason = pos, str(e).splitlines()[0] if str(e) else type(e).__name__
-    if cut is None and pos < size and not msgs:
-        cut, reason = pos, "no IPC message"
+    if cut is None and not msgs:
+        cut, reason = start, "no schema message"
 
     schema = None
     batches: list[pa.RecordBatch] = []
@@ -400,10 +421,10 @@ def read_file(path: str) -> FileRead:
     if size == 0:
         return FileRead(path, 0, None, [], False, 0, "empty file")
     head = buf.slice(0, min(8, size)).to_pybytes()
+    if size < 8 and (ARROW_MAGIC + b"\0\0").startswith(head):
+        return FileRead(path, size, None, [], False, 0, "torn inside the file magic")
     if head.startswith(ARROW_MAGIC):
         start = 8
-    elif ARROW_MAGIC.startswith(head[:6]) and size < 8:
-        return FileRead(path, size, None, [], False, 0, "torn inside the file magic")
     elif head[:4] == b"\xff\xff\xff\xff":
         start = 0  # an Arrow IPC stream rather than a file
     else:
@@ -424,6 +445,11 @@ def _warn_torn(fr: FileRead, stacklevel: int) -> None:
             f"span log {fr.path}: torn tail cut at byte {fr.torn_offset} of {fr.size} "
             f"({fr.size - fr.torn_offset} bytes after the last complete batch dropped; "
             f"{fr.torn_reason})", TornTailWarning, stacklevel=stacklevel + 1)
+    elif not fr.footer and fr.batches:
+        warnings.warn(
+            f"span log {fr.path}: no footer (its writer is running or was killed); "
+            f"read its {len(fr.batches)} complete batches", IncompleteLogWarning,
+            stacklevel=stacklevel + 1)
 
 
 def read(paths, *, foreign: str = "error") -> pa.Table:
@@ -513,4 +539,4 @@ def log_files(directory: str) -> list[str]:
 
 
 __all__ = ["read", "read_file", "inspect", "SpanLogWriter", "BatchBuilder", "LogInfo",
-           "FileRead", "TornTailWarning", "SpanLogWarning"]
+           "FileRead", "TornTailWarning", "IncompleteLogWarning", "SpanLogWarning"]
