@@ -226,8 +226,12 @@ def test_rings_of_finished_threads_are_freed(tmp_path):
             th = threading.Thread(target=lambda: t.span("x").start().end())
             th.start()
             th.join()
-        t.flush()
-        t.flush()
+        # a thread's ring is freed once its pthread has exited (a moment
+        # after join() returns) and its records are drained
+        deadline = time.monotonic() + 5
+        while t.stats()["rings"] and time.monotonic() < deadline:
+            t.flush()
+            time.sleep(0.01)
         st = t.stats()
         assert st["rings"] == 0 and st["spans"] == 20 and st["written"] == 20
     finally:
