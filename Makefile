@@ -18,6 +18,7 @@ host-packages:
 
 bench: bootstrap
 	.venv/bin/python bench/clocks.py
+	.venv/bin/python bench/spans.py
 
 clean:
 	rm -rf build src/skewd/*.so src/skewd/_*.c src/*.egg-info
