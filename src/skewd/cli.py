@@ -273,9 +273,186 @@ def cmd_spans(args) -> int:
     return 0
 
 
+# --- skewd merge / check -------------------------------------------------------
+
+@command("merge", "merge every node's span logs (and offset logs) into one table",
+         "Read span logs (Arrow IPC, Parquet), OTLP or Jaeger JSON traces and daemon offset "
+         "logs, from files or directories; write one span table grouped by trace (offsets "
+         "go to OUT's .offsets sidecar). Torn or foreign files are reported, not fatal.")
+def _merge_args(p):
+    p.add_argument("logs", nargs="+", help="log files or directories")
+    p.add_argument("-o", "--output", required=True, help="merged.arrow or merged.parquet")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return cmd_merge
+
+
+def cmd_merge(args) -> int:
+    from skewd import merge
+    m = merge.merge(args.logs, progress=_progress("merge"))
+    written = merge.write(m, args.output)
+    summary = {"spans": m.spans.num_rows,
+               "offset_rows": m.offsets.num_rows if m.offsets is not None else 0,
+               "files": [{"path": f.path, "kind": f.kind, "rows": f.rows} for f in m.files],
+               "written": written, "warnings": m.warnings.as_dict()}
+    if args.json:
+        print(_dump(summary))
+        return 0
+    kinds = {}
+    for f in m.files:
+        kinds[f.kind] = kinds.get(f.kind, 0) + 1
+    print(f"merged {summary['spans']} spans and {summary['offset_rows']} offset rows from "
+          f"{len(m.files)} file(s) ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))})")
+    print("wrote " + ", ".join(written))
+    for line in m.warnings.lines():
+        print(f"warning: {line}")
+    return 0
+
+
+@command("check", "find, explain and correct causality violations in merged spans",
+         "Check every parent/child edge for causality violations (negative transport, "
+         "child before parent, synchronous child ending after its parent), rate them per "
+         "node pair, stage edge and time window, estimate each node's clock offset and "
+         "drift from the traces (or daemon offset logs), correct the spans and report.")
+def _check_args(p):
+    p.add_argument("inputs", nargs="+", help="a merged table, or logs to merge first")
+    p.add_argument("--offsets", nargs="+", metavar="PATH",
+                   help="daemon offset logs (files or directories)")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the report as JSON (to stdout without FILE)")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--corrected", metavar="FILE",
+                   help="write the spans with correction columns (.arrow or .parquet)")
+    p.add_argument("--export-otlp", metavar="FILE", help="write the corrected spans as OTLP JSON")
+    p.add_argument("--baseline", nargs="+", metavar="PATH",
+                   help="logs of a run without skew, for the predicted rate F_L(s)")
+    p.add_argument("--predict", metavar="SKEWS",
+                   help="skews for the prediction, e.g. 0,1ms,2ms,5ms")
+    p.add_argument("--min-latency", default="0ns",
+                   help="least true one-way message latency assumed (default 0)")
+    p.add_argument("--min-rpc-latency", default="0ns",
+                   help="least true latency of an RPC leg assumed (default 0)")
+    p.add_argument("--resolution", action="append", default=[], metavar="CLOCK=DUR",
+                   help="clock resolution, e.g. realtime=1us or '*=1us' (repeatable)")
+    p.add_argument("--windows", type=int, default=20, help="time windows for the rate over time")
+    p.add_argument("--top", type=int, default=20, help="largest violations listed")
+    p.add_argument("--no-correct", action="store_true", help="skip the correction")
+    p.add_argument("--fail-on-violation", action="store_true",
+                   help="exit 1 when a definite cross-node violation is found")
+    return cmd_check
+
+
+def cmd_check(args) -> int:
+    from skewd import check, importers, merge, report
+    from skewd.errors import UsageError
+    res_map = {}
+    for item in args.resolution:
+        if "=" not in item:
+            raise UsageError(f"--resolution {item!r}: write CLOCK=DURATION, e.g. realtime=1us")
+        k, v = item.split("=", 1)
+        res_map[k.strip()] = parse_duration(v)
+    opts = check.CheckOptions(min_msg_latency_ns=parse_duration(args.min_latency),
+                              min_rpc_latency_ns=parse_duration(args.min_rpc_latency),
+                              resolution_ns=res_map or None, windows=max(1, args.windows))
+    m = merge.load(args.inputs, args.offsets, progress=_progress("read"))
+    if m.spans.num_rows == 0:
+        raise UsageError("no spans in the input (only offsets?): nothing to check")
+    baseline = merge.load(args.baseline).spans if args.baseline else None
+    skews = ([0 if x.strip() == "0" else parse_duration(x)
+              for x in args.predict.split(",") if x.strip()]
+             if args.predict else None)
+    res = check.run(m.spans, offsets=m.offsets, opts=opts, do_correct=not args.no_correct,
+                    baseline=baseline, predict_skews_ns=skews, warnings=m.warnings)
+    top = check.violations_table(m.spans, res.detection, args.top)
+    if args.json == "-":
+        print(_dump(report.as_dict(res, top)))
+    else:
+        print(report.text(res, top))
+        if args.json:
+            with open(args.json, "w") as f:
+                f.write(_dump(report.as_dict(res, top)))
+    if args.html:
+        with open(args.html, "w") as f:
+            f.write(report.html_report(res, top))
+    if (args.corrected or args.export_otlp) and res.correction is not None:
+        corrected = check.with_corrections(m.spans, res.correction)
+        if args.corrected:
+            merge.write_table(corrected, args.corrected)
+        if args.export_otlp:
+            importers.export_otlp(corrected, args.export_otlp)
+    definite = sum(v["definite"] for v in res.detection.counts().values())
+    return 1 if (args.fail_on_violation and definite) else 0
+
+
+# --- skewd daemon / status ----------------------------------------------------
+
+@command("daemon", "run the per-node measurement daemon (under systemd)",
+         "Probe every configured peer and answer their probes, estimate offset and drift "
+         "per peer, write this node's offset to its reference into the clock-state page, "
+         "apply the injection schedule, log every exchange and estimate (Arrow), export "
+         "Prometheus metrics and serve a local control socket. Notifies systemd "
+         "(READY, STATUS, WATCHDOG); SIGHUP reloads the config, SIGTERM flushes and exits.")
+def _daemon_args(p):
+    p.add_argument("--config", default="/etc/skewd/skewd.toml",
+                   help="TOML config (default /etc/skewd/skewd.toml; see systemd/skewd.toml.example)")
+    p.add_argument("--check", action="store_true", help="only check the config and exit")
+    return cmd_daemon
+
+
+def cmd_daemon(args) -> int:
+    from skewd import config
+    if args.check:
+        cfg = config.load(args.config)
+        print(f"config {args.config}: ok (node {cfg.node}, {len(cfg.peers)} peer(s))")
+        return 0
+    from skewd.daemon import run_daemon
+    return run_daemon(args.config)
+
+
+@command("status", "show a running daemon's peers, offsets and health",
+         "Ask the local daemon (over its control socket) for its state: every peer's "
+         "offset, uncertainty, drift, delay and reachability, drops by reason, the "
+         "offset log's health and the transitivity check.")
+def _status_args(p):
+    p.add_argument("--socket", default="/run/skewd/control.sock", help="daemon control socket")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return cmd_status
+
+
+def cmd_status(args) -> int:
+    from skewd import control
+    from skewd.benchmarks import table
+    st = control.request(args.socket, {"cmd": "status"})["status"]
+    if args.json:
+        print(_dump(st))
+        return 0
+    print(f"node {st['node']}: {st['summary']}")
+    rows = []
+    for name, p in sorted(st["peers"].items()):
+        fmt = lambda v: format_duration(v) if v is not None else "-"
+        rows.append([name, p["address"], "yes" if p["reachable"] else "NO", fmt(p["offset_ns"]),
+                     fmt(p["uncertainty_ns"]),
+                     f"{p['drift_ppm']:+.3f}" if p["drift_ppm"] is not None else "-",
+                     fmt(p["delay_ns"]), str(p["samples"]), p["stamp_source"] or "-"])
+    if rows:
+        print(table(rows, ["peer", "address", "up", "offset", "±", "drift ppm", "delay",
+                           "samples", "stamps"]))
+    drops = {f"{side}.{k}": v for side in ("server", "client") for k, v in st[side].items()
+             if k not in ("received", "answered", "sent", "dropped", "interleaved", "timeouts") and v}
+    print("drops: " + (", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none"))
+    lg = st["log"]
+    print(f"offset log: {lg['error'] or 'ok'} ({lg['rows_written']} rows written, "
+          f"{lg['rows_waiting']} waiting)")
+    if st.get("transitivity"):
+        print(st["transitivity"]["summary"])
+    if st["clock_steps"]:
+        print(f"clock steps detected: {st['clock_steps']}")
+    return 0
+
+
 # --- skewd bench -------------------------------------------------------------
 
-BENCHES = {"clocks": "skewd.benchmarks.clocks", "spans": "skewd.benchmarks.spans"}
+BENCHES = {"clocks": "skewd.benchmarks.clocks", "spans": "skewd.benchmarks.spans",
+           "check": "skewd.benchmarks.check"}
 
 
 @command("bench", "measure what clocks and timestamping cost on this host",
@@ -295,6 +472,10 @@ def cmd_bench(args) -> int:
     kw = {"repeats": 5 if args.quick else args.repeats}
     if args.which == "clocks":
         kw["tsc_seconds"] = 2.0 if args.quick else 10.0
+    if args.which == "check":
+        kw["repeats"] = min(kw["repeats"], 3)
+        if args.quick:
+            kw["spans"] = 5_000_000
     res = mod.run(progress=_progress(f"bench {args.which}"), **kw)
     print(mod.format(res))
     if args.json:
