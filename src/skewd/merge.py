@@ -363,7 +363,7 @@ def write_table(t: pa.Table, path: str) -> None:
         pq.write_table(t, tmp)
     else:
         with ipc.new_file(tmp, t.schema) as wr:
-            wr.write_table(t, max_chunksize=1 << 22)
+            wr.write_table(t, max_chunksize=max(t.num_rows, 1))
     os.replace(tmp, path)
 
 

@@ -29,8 +29,7 @@ BUDGET_MEMORY_RATIO = 2.0
 
 
 def make_table_file(path: str, spans: int, seed: int = 1, progress=None) -> int:
-    """Write about `spans` generated spans to an Arrow IPC file, one batch."""
-    import pyarrow as pa
+    """Write about `spans` generated spans to an Arrow IPC file."""
     import pyarrow.ipc as ipc
 
     from skewd import tracegen as g
@@ -39,27 +38,30 @@ def make_table_file(path: str, spans: int, seed: int = 1, progress=None) -> int:
     stages = [("source", "n0"), ("pre", "n1"), ("model", "n2"), ("post", "n3"), ("sink", "n0")]
     calls = [("n4", "n2", "B"), ("n2", "n5", "C"), ("n4", "n3", "D")]
     piece = 4_000_000
-    parts = []
     made, i = 0, 0
-    while made < spans:
-        want = min(piece, spans - made)
-        t0 = 1_700_000_000_000_000_000 + i * 10**12
-        if i % 2 == 0:
-            t, _ = g.pipeline(max(1, want // 14), stages, clocks=clocks, seed=seed + i,
-                              start_ns=t0, interval_ns=20_000)
-        else:
-            t, _ = g.rpc(max(1, want // 11), calls, clocks=clocks, seed=seed + i,
-                         start_ns=t0, interval_ns=20_000)
-        parts.append(t)
-        made += t.num_rows
-        i += 1
-        if progress:
-            progress(min(made / spans, 1.0) * 0.3)
-    tab = pa.concat_tables(parts).combine_chunks()
-    del parts
-    with ipc.new_file(path, tab.schema) as w:
-        w.write_table(tab, max_chunksize=tab.num_rows)
-    return tab.num_rows
+    writer = None
+    try:
+        while made < spans:   # piece by piece, so the generator never holds the whole table
+            want = min(piece, spans - made)
+            t0 = 1_700_000_000_000_000_000 + i * 10**12
+            if i % 2 == 0:
+                t, _ = g.pipeline(max(1, want // 14), stages, clocks=clocks, seed=seed + i,
+                                  start_ns=t0, interval_ns=20_000)
+            else:
+                t, _ = g.rpc(max(1, want // 11), calls, clocks=clocks, seed=seed + i,
+                             start_ns=t0, interval_ns=20_000)
+            if writer is None:
+                writer = ipc.new_file(path, t.schema)
+            writer.write_table(t, max_chunksize=t.num_rows)
+            made += t.num_rows
+            i += 1
+            del t
+            if progress:
+                progress(min(made / spans, 1.0) * 0.3)
+    finally:
+        if writer is not None:
+            writer.close()
+    return made
 
 
 def _rss(field: str) -> int:
@@ -111,8 +113,10 @@ def _ours(tab):
 def worker(path: str, repeats: int, pandas_spans: int) -> dict:
     import pyarrow as pa
     import pyarrow.ipc as ipc
+    pa.set_memory_pool(pa.system_memory_pool())   # freed buffers go back to the OS
     with ipc.open_file(path) as r:
-        tab = r.read_all().combine_chunks()
+        tab = r.read_all()
+    tab = tab.combine_chunks()   # one chunk per column, as `skewd merge` writes it
     nbytes = tab.nbytes
     base = _rss("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:   # restart the peak (VmHWM) here
