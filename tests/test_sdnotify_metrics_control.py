@@ -120,7 +120,7 @@ def test_control_refuses_other_users(tmp_path):
     import shutil
     import tempfile
     d = tempfile.mkdtemp(prefix="skewd-ctl-")     # reachable by user nobody
-    os.chmod(d, 0o755)
+    os.chmod(d, 0o777)
     path = os.path.join(d, "c.sock")
     srv = control.ControlServer(path, lambda r: {"ok": True})
     os.chmod(path, 0o666)   # even with the file open to all, the credential check refuses
@@ -129,14 +129,34 @@ def test_control_refuses_other_users(tmp_path):
         try:
             os.setgid(65534); os.setuid(65534)
             s = socket.socket(socket.AF_UNIX); s.connect(path)
-            s.sendall(b'{"cmd":"status"}\n')
+            try:
+                s.sendall(b'{"cmd":"status"}\n')
+            except (BrokenPipeError, ConnectionResetError):
+                pass   # refused before the request was read: the reply is waiting
             os._exit(0 if json.loads(s.recv(1000)) == {"ok": False, "error": "permission denied"} else 1)
-        except BaseException:
+        except BaseException as e:
+            with open(os.path.join(d, "child-error"), "w") as f:
+                f.write(repr(e))
             os._exit(2)
     import select
     select.select([srv], [], [], 5)
     srv.handle_ready()
     _, status = os.waitpid(pid, 0)
     srv.close()
+    err = open(os.path.join(d, "child-error")).read() if os.path.exists(os.path.join(d, "child-error")) else ""
     shutil.rmtree(d, ignore_errors=True)
-    assert os.WEXITSTATUS(status) == 0 and srv.refused == 1
+    assert os.WEXITSTATUS(status) == 0 and srv.refused == 1, err
+
+
+def test_notifier_never_blocks_on_a_full_socket(tmp_path):
+    path = str(tmp_path / "notify")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)                       # bound, never read
+    n = Notifier({"NOTIFY_SOCKET": path})
+    import time
+    t0 = time.monotonic()
+    for _ in range(5000):
+        n.status("x" * 200)
+    assert time.monotonic() - t0 < 5
+    assert n.errors > 0 and n.sent > 0
+    srv.close()

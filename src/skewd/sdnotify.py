@@ -33,7 +33,9 @@ class Notifier:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # non-blocking: a manager that stops reading must never stall the daemon
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                                           | socket.SOCK_NONBLOCK)
             self._sock.sendto("\n".join(fields).encode(), self.address)
             self.sent += 1
             return True
