@@ -449,6 +449,131 @@ def cmd_status(args) -> int:
     return 0
 
 
+# --- skewd probe / serve -------------------------------------------------------
+
+@command("probe", "measure a peer's clock offset, drift and delay with timestamped probes",
+         "Exchange timestamped probes with a peer running `skewd serve` (or, with --ntp, any "
+         "NTP server) and print the peer's clock minus ours: offset with its uncertainty, "
+         "drift, delay, jitter and which stamps (hardware, kernel, user) made it.")
+def _probe_args(p):
+    p.add_argument("peer", help="HOST[:PORT] or [IPV6]:PORT (default port 7319, 123 with --ntp)")
+    p.add_argument("--count", type=int, default=20, help="exchanges (default 20)")
+    p.add_argument("--interval", default="100ms", help="time between exchanges (default 100ms)")
+    p.add_argument("--timeout", default="200ms", help="wait for each answer (default 200ms)")
+    p.add_argument("--key-file", help="keys file (ID HMAC-SHA256 HEX:...) to authenticate with")
+    p.add_argument("--key-id", type=int, help="which key of --key-file to use")
+    p.add_argument("--ntp", action="store_true", help="query a standard NTP server (mode 3)")
+    p.add_argument("--node", help="our node: stamps go on its skewed clock (default: none)")
+    p.add_argument("--stamps", default="software", choices=["software", "hardware", "auto", "none"],
+                   help="timestamping: kernel software (default), NIC hardware, auto, or none")
+    p.add_argument("--interface", help="interface to bind to (needed for hardware stamps)")
+    p.add_argument("--no-interleave", action="store_true",
+                   help="basic mode: use the responder's user-space t3, not its TX stamp")
+    p.add_argument("--json", action="store_true", help="print JSON with every exchange")
+    return cmd_probe
+
+
+def cmd_probe(args) -> int:
+    from skewd import probe
+    from skewd.errors import UsageError
+    from skewd.skewclock import SkewedClock
+    if args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if (args.key_file is None) != (args.key_id is None):
+        raise UsageError("--key-file and --key-id go together")
+    if args.ntp and args.key_file:
+        raise UsageError("--ntp does not authenticate (NTP MACs are not supported)")
+    peer = probe.parse_peer(args.peer, probe.NTP_PORT if args.ntp else probe.DEFAULT_PORT)
+    clock = SkewedClock(args.node) if args.node else None
+    sock = probe.open_socket(peer[0], stamps=args.stamps, interface=args.interface)
+    with sock:
+        if args.ntp:
+            client = probe.NtpClient(sock, clock)
+        else:
+            keys = probe.load_keys(args.key_file) if args.key_file else None
+            client = probe.ProbeClient(sock, keys, args.key_id, clock,
+                                       interleaved=not args.no_interleave)
+        rep = probe.measure(client, peer, args.count, parse_duration(args.interval),
+                            parse_duration(args.timeout),
+                            progress=None if args.json else _progress("probe"))
+        e = rep.estimate
+        if args.json:
+            print(_dump({"peer": f"{peer[0]}:{peer[1]}", "protocol": "ntp" if args.ntp else "skewd",
+                         "stamps": sock.mode, "degraded": sock.degraded, "estimate": e,
+                         "counters": rep.counters, "estimator": rep.estimator,
+                         "socket": rep.socket, "wall_s": rep.wall_s,
+                         "exchanges": rep.exchanges}))
+            return 0 if e else 1
+    c = rep.counters
+    print(f"peer {peer[0]} port {peer[1]} ({'NTP' if args.ntp else 'skewd'}): "
+          f"{c['answered']}/{c['sent']} answered, stamps {sock.mode}"
+          + (f" ({sock.degraded})" if sock.degraded else ""))
+    if e is None:
+        print("no usable answer: is the peer serving, and the key right?")
+        return 1
+    es = rep.estimator
+    print(f"offset       {e.offset_ns / 1e6:+.6f} ms ± {format_duration(e.uncertainty_ns)}"
+          f"  (peer minus us)")
+    print(f"drift        {e.drift_ppm:+.3f} ppm")
+    print(f"delay        {format_duration(e.delay_ns)}")
+    print(f"jitter       {format_duration(e.jitter_ns)}")
+    print(f"stamps       {e.stamp_source}")
+    print(f"samples      {e.samples} in the fit; rejected: delay {es['rejected_delay']}, "
+          f"causality {es['causality_failures']}, invalid {es['rejected_invalid']}")
+    if c["dropped"] or c["timeouts"]:
+        print(f"dropped      {c['dropped']} answers, {c['timeouts']} timeouts")
+    return 0
+
+
+@command("serve", "answer timestamped probes (the daemon embeds the same server)",
+         "Answer `skewd probe` requests with kernel (or NIC) timestamps on this node's skewed "
+         "clock. Malformed, unauthenticated, replayed and over-rate packets are dropped and "
+         "counted; the counters print on exit (SIGINT/SIGTERM or --duration).")
+def _serve_args(p):
+    p.add_argument("--listen", default="0.0.0.0", help="address to bind (default 0.0.0.0; :: for IPv6)")
+    p.add_argument("--port", type=int, default=7319, help="UDP port (default 7319)")
+    p.add_argument("--node", help="node whose skewed clock stamps the answers")
+    p.add_argument("--key-file", help="keys file: requests must be signed with one of its keys")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="with --key-file: also answer unsigned requests")
+    p.add_argument("--rate", type=float, default=1000.0, help="requests per second per source")
+    p.add_argument("--burst", type=int, default=200, help="burst per source")
+    p.add_argument("--stamps", default="software", choices=["software", "hardware", "auto", "none"])
+    p.add_argument("--interface", help="interface to bind to (needed for hardware stamps)")
+    p.add_argument("--duration", help="stop after this long (default: until signalled)")
+    p.add_argument("--json", action="store_true", help="print the counters as JSON on exit")
+    return cmd_serve
+
+
+def cmd_serve(args) -> int:
+    from skewd import probe
+    from skewd.skewclock import SkewedClock
+    keys = probe.load_keys(args.key_file) if args.key_file else None
+    clock = SkewedClock(args.node) if args.node else None
+    sock = probe.open_socket(bind=(args.listen, args.port), stamps=args.stamps,
+                             interface=args.interface)
+    with sock:
+        server = probe.ProbeServer(sock, keys, clock,
+                                   require_auth=bool(keys) and not args.allow_unauthenticated,
+                                   rate=args.rate, burst=args.burst)
+        stop = threading.Event()
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, lambda *_: stop.set())
+        until = (time.monotonic_ns() + parse_duration(args.duration)) if args.duration else None
+        print(f"serving probes on {args.listen} port {sock.port}, stamps {sock.mode}"
+              + (f" ({sock.degraded})" if sock.degraded else "")
+              + (f", node {args.node}" if args.node else ""), flush=True)
+        server.serve(stop, until)
+        counters = probe.counters_dict(server.counters)
+        counters["socket"] = sock.stats()
+    if args.json:
+        print(_dump(counters), flush=True)
+    else:
+        print("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items() if k != "socket"),
+              flush=True)
+    return 0
+
+
 # --- skewd bench -------------------------------------------------------------
 
 BENCHES = {"clocks": "skewd.benchmarks.clocks", "spans": "skewd.benchmarks.spans",
@@ -482,6 +607,121 @@ def cmd_bench(args) -> int:
         with open(args.json, "w") as f:
             f.write(_dump(res))
     return 0 if res.get("all_ok", True) else 1
+
+
+# --- skewd experiment ---------------------------------------------------------
+
+@command("experiment", "inject skew at one stage of a real pipeline; see when its traces break",
+         "Run the inference pipeline source -> preprocess -> model -> postprocess -> sink, "
+         "each stage a separate process (a node), over a transport, with skew injected into "
+         "one stage's skewed clock: a sweep over skews, and/or a drift run. Per skew it "
+         "reports the negative-span rate on that stage's edges against the rate predicted "
+         "from the skew-0 latency distribution, throughput, output correctness, end-to-end "
+         "latency, and the skew estimated from the traces; it writes results.json, PNG plots, "
+         "a self-contained report.html and the Arrow span logs into --out.")
+def _experiment_args(p):
+    from skewd.experiment.runner import DEFAULT_SKEWS, transport_names
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("examples:\n  skewd experiment\n"
+                "  skewd experiment --skews 0,100us,1ms --duration 5s --out /tmp/exp\n"
+                "  skewd experiment --drift 100ppm --duration 20s\n"
+                "  sudo skewd experiment --hosts netns")
+    p.add_argument("--transport", default="zmq",
+                   help=f"transport between stages: {', '.join(transport_names())}, or both "
+                        "(ZeroMQ then Kafka, compared in one report) (default zmq)")
+    p.add_argument("--skew-stage", default="model",
+                   help="stage whose clock is skewed: source, preprocess, model, postprocess "
+                        "or sink (default model)")
+    p.add_argument("--skews", help=f"comma-separated skews (default {DEFAULT_SKEWS}); skew 0, "
+                                   "the prediction's baseline, is always run")
+    p.add_argument("--duration", help="time spent at each skew, or the length of the drift "
+                                      "ramp (default 3s; 20s for a drift-only run)")
+    p.add_argument("--rate", default="400",
+                   help="requests per second, evenly spaced (default 400); max: as fast as "
+                        "the pipeline takes them")
+    p.add_argument("--drift", help="a drift run: the stage's clock drifts at this rate, e.g. "
+                                   "100ppm (with --skews, the sweep runs too)")
+    p.add_argument("--out", default="skewd-experiment",
+                   help="directory for results.json, plots, report.html and span logs "
+                        "(default ./skewd-experiment)")
+    p.add_argument("--hosts", default="local",
+                   help="local: plain processes (default); netns: each node in its own "
+                        "network namespace joined by veth links (root)")
+    p.add_argument("--port", default="0",
+                   help="first TCP port of the edges with local hosts (default 0: free ports)")
+    p.add_argument("--slot", default=None,
+                   help="how long each skew is held before the next; skews are visited in "
+                        "interleaved rounds so all see the same machine load (default 50ms; "
+                        "500ms over Kafka)")
+    p.add_argument("--seed", default="1", help="seed of the model weights, inputs and order")
+    p.add_argument("--json", action="store_true", help="print results as JSON, not a table")
+    p.add_argument("--fault", help=argparse.SUPPRESS)
+    from skewd.kafkacli import add_args as add_kafka_args
+    add_kafka_args(p)
+    return cmd_experiment
+
+
+def _whole(flag: str, text: str, low: int, high: int) -> int:
+    from skewd.errors import UsageError
+    try:
+        v = int(text)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a whole number") from None
+    if not low <= v <= high:
+        raise UsageError(f"{flag} {v} is out of range ({low}..{high})")
+    return v
+
+
+def experiment_config(args):
+    """The ExperimentConfig the command line describes (UsageError if not one)."""
+    from skewd.errors import UsageError
+    from skewd.experiment import runner
+    rate_text = args.rate.strip().removesuffix("/s")
+    try:
+        rate = 0.0 if rate_text == "max" else float(rate_text)
+    except ValueError:
+        raise UsageError(f"--rate {args.rate!r}: give requests per second, e.g. 400 "
+                         f"(or max)") from None
+    drift = parse_rate(args.drift) if args.drift else None
+    skews = runner.parse_skews(args.skews) if args.skews else (
+        None if drift is not None else runner.parse_skews(runner.DEFAULT_SKEWS))
+    default_dur = "20s" if skews is None else "3s"
+    duration = parse_duration(args.duration or default_dur)
+    runner.parse_stage(args.skew_stage)
+    from skewd import kafkacli
+    transport = "zmq" if args.transport == "both" else args.transport
+    runner.parse_transport(transport)
+    cfg = runner.ExperimentConfig(
+        out_dir=args.out, transport=transport, skew_stage=args.skew_stage,
+        skews_ns=skews, duration_ns=duration, rate=rate, drift_ppb=drift, hosts=args.hosts,
+        port=_whole("--port", args.port, 0, 65535), slot_ns=parse_duration(args.slot or "50ms"),
+        seed=_whole("--seed", args.seed, 0, 2**31 - 1),
+        drift_windows=20 if drift is not None else 10, fault=args.fault).validate()
+    return kafkacli.adjust_config(args, cfg).validate()
+
+
+def cmd_experiment(args) -> int:
+    from skewd.experiment import report, runner
+    cfg = experiment_config(args)
+    from skewd import kafkacli
+    if kafkacli.wants_kafka(args):
+        return kafkacli.cmd_experiment(args, cfg, _progress)
+    result = runner.run(cfg, progress=_progress("experiment"))
+    files = report.write(result)
+    if args.json:
+        print(report.to_json(result))
+    else:
+        print(report.format_table(result))
+        print(f"\nreport: {files['html']}\nresults: {files['json']}   span logs: "
+              f"{os.path.join(cfg.out_dir, 'logs')}")
+    if not result.complete:
+        print("skewd experiment: the run is incomplete (see above and the report)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+BENCHES["experiment"] = "skewd.benchmarks.experiment"
 
 
 # --- entry point ---------------------------------------------------------------
