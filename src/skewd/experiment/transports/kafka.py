@@ -52,13 +52,16 @@ OTHER_SETTINGS: dict[str, object] = {
     "topic.prefix": "skewd",
     # how long a message may wait for the broker before it counts as failed
     "message.timeout.ms": 120_000,
+    # the longest wait between tries to reach a broker that went away
+    # (librdkafka's default, 10 s, leaves a restarted broker idle for seconds)
+    "reconnect.backoff.max.ms": 500,
     # how long opening a sender or receiver waits for the broker
     "connect.timeout.s": 15.0,
     # headers every message must carry; a message lacking one is counted
     "required.headers": (),
 }
-_PRODUCER_KEYS = ("linger.ms", "batch.size", "message.timeout.ms")
-_CONSUMER_KEYS = ("fetch.wait.max.ms", "fetch.min.bytes")
+_PRODUCER_KEYS = ("linger.ms", "batch.size", "message.timeout.ms", "reconnect.backoff.max.ms")
+_CONSUMER_KEYS = ("fetch.wait.max.ms", "fetch.min.bytes", "reconnect.backoff.max.ms")
 
 _TOPIC_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -84,7 +87,8 @@ def resolve_settings(settings: dict) -> dict:
             known = ", ".join(sorted(out))
             raise UsageError(f"Kafka transport: unknown setting {key!r} (known: {known})")
         out[key] = value
-    for key in (*LATENCY_SETTINGS, "partitions", "replication.factor", "message.timeout.ms"):
+    for key in (*LATENCY_SETTINGS, "partitions", "replication.factor", "message.timeout.ms",
+                "reconnect.backoff.max.ms"):
         v = out[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise UsageError(f"Kafka transport: {key} must be a whole number >= 0, not {v!r}")
@@ -129,7 +133,7 @@ class KafkaTransport(Transport):
     def settings(self) -> dict:
         import confluent_kafka
         s = {k: self.conf[k] for k in (*LATENCY_SETTINGS, "bootstrap.servers", "partitions",
-                                       "message.timeout.ms")}
+                                       "message.timeout.ms", "reconnect.backoff.max.ms")}
         s.update({"enable.idempotence": True, "acks": "all",
                   "client": f"confluent-kafka {confluent_kafka.__version__} "
                             f"(librdkafka {confluent_kafka.libversion()[0]})",
@@ -344,6 +348,13 @@ class KafkaReceiver(Receiver):
         if not self._closed:
             self._closed = True
             self._c.close()
+
+
+def plan_settings(edges, receivers, port, local=True) -> dict:
+    """The runner's hook: the settings a run starts from, so that the ones
+    shaping latency are recorded with its results even when left at their
+    defaults (the user's own settings are laid over these)."""
+    return {**LATENCY_SETTINGS, "partitions": OTHER_SETTINGS["partitions"]}
 
 
 def make_transport(spec: TransportSpec) -> Transport:
