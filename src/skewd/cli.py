@@ -722,6 +722,7 @@ def cmd_experiment(args) -> int:
 
 
 BENCHES["experiment"] = "skewd.benchmarks.experiment"
+BENCHES["measure"] = "skewd.benchmarks.measure"
 
 
 # --- entry point ---------------------------------------------------------------
