@@ -7,14 +7,14 @@ from skewd.units import format_duration, parse_duration, parse_rate
 
 @pytest.mark.parametrize("text,ns", [
     ("5ms", 5_000_000), ("-20us", -20_000), ("20µs", 20_000), ("1.5s", 1_500_000_000),
-    ("250ns", 250), ("0", None), ("2min", 120_000_000_000), (" 3 ms ", 3_000_000),
+    ("250ns", 250), ("0", 0), ("-0", 0), ("5", None), ("2min", 120_000_000_000), (" 3 ms ", 3_000_000),
     (".5ms", 500_000), ("1e3ns", 1000),
 ])
 def test_parse_duration(text, ns):
     if ns is None:
         with pytest.raises(UsageError, match="no unit"):
             parse_duration(text)
-        assert parse_duration(text, default_unit="ms") == 0
+        assert parse_duration(text, default_unit="ms") == 5_000_000
     else:
         assert parse_duration(text) == ns
 

@@ -96,6 +96,18 @@ cdef class Page:
             _raise(rc, self.path)
         return v, off
 
+    def offset_at(self, int64_t t):
+        """The injected offset at base-clock time t (0 when none is set)."""
+        cdef skw_page_state s
+        cdef int rc
+        self._check()
+        rc = skw_page_read(self.p, &s)
+        if rc:
+            _raise(rc, self.path)
+        if not (s.flags & SKW_PAGE_F_INJECT):
+            return 0
+        return skw_segment_offset(&s.cur, &s.next, t)
+
     def batch(self, int64_t[::1] buf):
         cdef int rc = 0
         cdef size_t n = buf.shape[0]

@@ -26,6 +26,8 @@ Per sample, in order:
    excess. The window is the longest run of newest samples whose residuals
    pass a runs test (too few sign runs means the line does not fit: the
    frequency changed, so the oldest samples are dropped), as chrony does.
+   The runs test is repeated every `window_every` accepted samples; between
+   sizings the window keeps its oldest sample and takes in each new one.
 
 The estimate is an interval (as Meta's fbclock reports it): uncertainty =
 mean δ/2 of the window + 3σ of the fitted offset + dispersion that grows from
@@ -142,7 +144,7 @@ class Estimator:
                  delay_window: int = 32, delay_margin_ns: float = 1000.0,
                  delay_ratio: float = 0.25, noise_floor_ns: float = 100.0,
                  wander_ppb: float = 50.0, step_after: int = 3, runs_z: float = 1.645,
-                 max_drift_ppm: float = 1000.0):
+                 max_drift_ppm: float = 1000.0, window_every: int = 8):
         if max_samples < 2 or min_window < 3:
             raise ValueError("max_samples must be >= 2 and min_window >= 3")
         self.max_samples = max_samples
@@ -158,18 +160,27 @@ class Estimator:
         self.stats = EstimatorStats()
         self._delays: deque[int] = deque(maxlen=delay_window)
         self._acc: deque[Sample] = deque(maxlen=max_samples)
+        # the same samples' time, offset and delay, kept ready for the fit
+        self._cols = tuple(deque(maxlen=max_samples) for _ in range(3))
         self._fit: _Fit | None = None
         self._causal_run = 0
         self.window = 0  # samples in the fitted window
+        #: the runs test sizes the window every `window_every` accepted
+        #: samples; in between the window keeps its oldest sample and grows
+        self.window_every = window_every
+        self._since_sizing = 0
 
     # --- public -----------------------------------------------------------------
 
     def reset(self) -> None:
         self._delays.clear()
         self._acc.clear()
+        for c in self._cols:
+            c.clear()
         self._fit = None
         self._causal_run = 0
         self.window = 0
+        self._since_sizing = 0
 
     def add(self, s: Sample) -> Estimate | None:
         """Take one exchange; the estimate at its time (None until the first
@@ -216,6 +227,10 @@ class Estimator:
     def _accept(self, s: Sample) -> None:
         self.stats.accepted += 1
         self._acc.append(s)
+        ct, cy, cd = self._cols
+        ct.append(s.time_ns)
+        cy.append(s.offset_ns)
+        cd.append(s.delay_ns)
         self._fit = self._regress()
 
     def _predict(self, t: int) -> tuple[float, float]:
@@ -237,12 +252,13 @@ class Estimator:
                         stamp_source=f.source, time_ns=t, verdict=verdict)
 
     def _regress(self) -> _Fit:
-        acc = list(self._acc)
+        acc = self._acc
         n = len(acc)
-        t_ref = acc[-1].time_ns
-        x = np.array([(s.time_ns - t_ref) / 1e9 for s in acc])
-        y = np.array([s.offset_ns for s in acc])
-        dl = np.array([s.delay_ns for s in acc], dtype=float)
+        ct, cy, cd = self._cols
+        t_ref = ct[-1]
+        x = (np.array(ct, dtype=np.int64) - t_ref) / 1e9
+        y = np.array(cy, dtype=float)
+        dl = np.array(cd, dtype=float)
         sig = self.noise_floor_ns + (dl - dl.min()) / 2
         w = 1.0 / (sig * sig)
         src = acc[-1].source
@@ -252,7 +268,14 @@ class Estimator:
             var_b = (self.max_drift_ppm * 1000.0 / 3) ** 2
             return _Fit(t_ref, float(y[i]), 0.0, float(sig[i] ** 2), var_b, 0.0, 1, 0.0,
                         float(dl[i]), float(dl[i]), acc[-1].time_ns, src)
-        start = self._window_start(x, y, w) if n >= self.min_window else 0
+        if n < self.min_window:
+            start = 0
+        elif self._since_sizing == 0 or self._since_sizing >= self.window_every:
+            start = self._window_start(x, y, w)
+            self._since_sizing = 0
+        else:
+            start = max(0, n - (self.window + 1))   # the same oldest sample, one newer
+        self._since_sizing += 1
         x, y, w, dl = x[start:], y[start:], w[start:], dl[start:]
         m = len(x)
         self.window = m

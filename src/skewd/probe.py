@@ -306,7 +306,7 @@ class NodeTime:
     def offset_at(self, t_ns: int) -> int:
         if self._page is None:
             return 0
-        return self._page.snapshot().injected_offset_at(t_ns)
+        return self._page.injected_offset_at(t_ns)
 
     def stamp(self, s: Stamp) -> int:
         return s.ns + self.offset_at(s.ns)

@@ -182,7 +182,12 @@ class WriterStats:
 
 class SpanLogWriter:
     """Writes record batches to rotated Arrow IPC files in `directory`.
-    Not thread-safe: one drain thread (or a caller holding its lock) uses it."""
+    Not thread-safe: one drain thread (or a caller holding its lock) uses it.
+    Subclasses write other tables (the daemon's offset logs) by overriding
+    schema() and prepare()."""
+
+    #: turns a batch into what the file holds (spans: the fixed kind dictionary)
+    prepare = staticmethod(_fixed_kinds)
 
     def __init__(self, directory: str, *, node: str, stage: str | None = None,
                  clock: str = "realtime", host: str | None = None,
@@ -236,7 +241,7 @@ class SpanLogWriter:
         """Append one batch and hand it to the kernel; rotate when due."""
         if batch.num_rows == 0:
             return
-        batch = _fixed_kinds(batch)
+        batch = self.prepare(batch)
         if self._writer is None:
             self._open()
         self._writer.write_batch(batch)

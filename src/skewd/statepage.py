@@ -137,6 +137,11 @@ class StatePage:
             measurement=Measurement(*meas) if flags & _page.F_MEASURED else None,
         )
 
+    def injected_offset_at(self, t: int) -> int:
+        """The injected offset at base-clock time t, from one lock-free read
+        (what snapshot().injected_offset_at(t) gives, at a fraction of the cost)."""
+        return self._page.offset_at(t)
+
     @contextmanager
     def _writer(self):
         if not self.writable:

@@ -36,6 +36,8 @@ def parse_duration(text: str, *, default_unit: str | None = None) -> int:
     A bare number is accepted only when default_unit is given."""
     value, unit = _split(text, "duration")
     if not unit:
+        if value == 0:
+            return 0          # zero needs no unit
         if default_unit is None:
             raise UsageError(
                 f"duration {text!r} has no unit: write it as e.g. {text.strip()}ms "

@@ -1,0 +1,25 @@
+#!/usr/bin/env python3
+"""What does the daemon cost at 10 peers x 10 probes/s? Prints a table, writes JSON.
+
+    .venv/bin/python bench/daemon.py [--peers 10] [--seconds 20] [--repeats 3]
+"""
+import argparse
+import json
+import os
+import sys
+
+from skewd.benchmarks import daemon
+
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--peers", type=int, default=10)
+ap.add_argument("--seconds", type=float, default=20.0)
+ap.add_argument("--repeats", type=int, default=3)
+ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "daemon.json"))
+a = ap.parse_args()
+res = daemon.run(peers=a.peers, seconds=a.seconds, repeats=a.repeats)
+print(daemon.format(res))
+os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
+with open(a.json, "w") as f:
+    json.dump(res, f, indent=2)
+print(f"wrote {a.json}")
+sys.exit(0 if res["all_ok"] else 1)

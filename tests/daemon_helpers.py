@@ -1,0 +1,73 @@
+"""Running real `skewd daemon` processes for tests: configs, start, status."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from skewd import control
+
+
+def write_config(path, node, listen, peers, *, log_dir, sock, reference=None, schedule=None,
+                 interval="100ms", metrics=None, extra="", unreachable="1s", flush="200ms",
+                 rotate_age="1h"):
+    lines = [f'node = "{node}"', f'listen = "{listen}"', f'probe_interval = "{interval}"',
+             f'control_socket = "{sock}"', f'unreachable_after = "{unreachable}"']
+    if reference:
+        lines.append(f'reference = "{reference}"')
+    lines.append(extra)
+    for name, addr in peers:
+        lines += ["[[peers]]", f'name = "{name}"', f'address = "{addr}"']
+    if schedule:
+        lines += ["[inject]", f'schedule = "{schedule}"']
+    lines += ["[log]", f'dir = "{log_dir}"', f'flush = "{flush}"', f'rotate_age = "{rotate_age}"']
+    lines += ["[metrics]"] + ([f'address = "{metrics}"'] if metrics else ["enabled = false"])
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return str(path)
+
+
+def start(config_path, *, prefix=(), env=None, stderr=None):
+    e = dict(os.environ)
+    e.update(env or {})
+    if stderr is None:   # keep the daemon's log beside its config, for failures
+        stderr = open(str(config_path) + ".log", "ab")
+    return subprocess.Popen([*prefix, sys.executable, "-m", "skewd.cli", "daemon", "--config",
+                             str(config_path)], env=e, stdout=subprocess.DEVNULL,
+                            stderr=stderr, start_new_session=True)
+
+
+def status(sock, timeout=5.0):
+    return control.request(str(sock), {"cmd": "status"}, timeout=timeout)["status"]
+
+
+def wait_for(pred, timeout, what, interval=0.2):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as e:  # the daemon may not be up yet
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def stop(procs):
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
