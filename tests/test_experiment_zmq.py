@@ -1,0 +1,124 @@
+"""The ZeroMQ transport: its frame layout, loopback delivery, and ports."""
+import socket
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from skewd.errors import HostError, UsageError
+from skewd.experiment.transports import zmq as zt
+from skewd.experiment.transports.base import Message, TransportSpec, open_transport
+
+headers = st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=40)), max_size=8)
+
+
+@given(headers, st.binary(max_size=200))
+def test_frames_round_trip(hs, payload):
+    msg = Message(payload, hs)
+    assert zt.decode(zt.encode(msg)) == msg
+
+
+@given(st.lists(st.binary(max_size=12), max_size=8))
+@settings(max_examples=300)
+def test_decode_never_raises_on_foreign_frames(frames):
+    m = zt.decode(frames)
+    assert m is None or isinstance(m, Message)
+
+
+def test_decode_rejects_bad_counts_and_keys():
+    good = zt.encode(Message(b"p", [("k", b"v")]))
+    assert zt.decode(good[:-1]) is None
+    assert zt.decode([b"XXXX\x00", b"p"]) is None
+    assert zt.decode([good[0], b"\xff\xfe", b"v", b"p"]) is None
+    with pytest.raises(UsageError):
+        zt.encode(Message(b"", [("k", b"")] * 256))
+
+
+def _pair(edge="a->b", **extra):
+    st_ = zt.plan_settings([edge], {edge: "127.0.0.1"}, 0)
+    st_.update(extra)
+    return open_transport(TransportSpec("zmq", "t", st_))
+
+
+def test_messages_cross_loopback_in_order():
+    tp = _pair()
+    try:
+        rx = tp.receiver("a->b")
+        tx = tp.sender("a->b")
+        for i in range(50):
+            tx.send(Message(str(i).encode(), [("traceparent", b"x" * 10), ("n", str(i).encode())]))
+        got = [rx.recv(2.0) for _ in range(50)]
+        assert [g.payload for g in got] == [str(i).encode() for i in range(50)]
+        assert got[7].header("n") == b"7"
+        assert rx.recv(0.05) is None
+    finally:
+        tp.close()
+
+
+def test_foreign_messages_are_counted_and_dropped():
+    import zmq
+    tp = _pair()
+    try:
+        rx = tp.receiver("a->b")
+        ctx = zmq.Context.instance()
+        raw = ctx.socket(zmq.PUSH)
+        raw.connect(tp._endpoints["a->b"])
+        raw.send_multipart([b"garbage", b"more"])
+        raw.send_multipart(zt.encode(Message(b"ok")))
+        assert rx.recv(2.0).payload == b"ok"
+        assert rx.malformed == 1
+        raw.close(linger=0)
+    finally:
+        tp.close()
+
+
+def test_port_in_use_is_reported_with_the_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    try:
+        with pytest.raises(HostError, match=f"port {port} on 127.0.0.1 is in use"):
+            zt.plan_settings(["a->b"], {"a->b": "127.0.0.1"}, port)
+        # and at bind time, when something takes the port between plan and start
+        tp = open_transport(TransportSpec("zmq", "t", {"endpoints": {"a->b": f"tcp://127.0.0.1:{port}"}}))
+        try:
+            with pytest.raises(HostError, match=f"port {port} is in use"):
+                tp.receiver("a->b")
+        finally:
+            tp.close()
+    finally:
+        s.close()
+
+
+def test_plan_settings_free_ports_and_ranges():
+    edges = ["a->b", "b->c", "c->d"]
+    st_ = zt.plan_settings(edges, {e: "127.0.0.1" for e in edges}, 0)
+    ports = {int(v.rsplit(":", 1)[1]) for v in st_["endpoints"].values()}
+    assert len(ports) == 3
+    ns = zt.plan_settings(edges, {e: f"10.0.0.{i}" for i, e in enumerate(edges)}, 0, local=False)
+    assert ns["endpoints"]["b->c"] == "tcp://10.0.0.1:5551"
+    with pytest.raises(UsageError):
+        zt.plan_settings(edges, {e: "127.0.0.1" for e in edges}, 65534)
+
+
+def test_unknown_edge_and_missing_settings():
+    with pytest.raises(UsageError, match="endpoints"):
+        open_transport(TransportSpec("zmq", "t", {}))
+    tp = _pair()
+    try:
+        with pytest.raises(UsageError, match="no endpoint for edge 'x->y'"):
+            tp.sender("x->y")
+    finally:
+        tp.close()
+
+
+def test_send_to_a_full_queue_times_out_with_peer_error():
+    from skewd.errors import PeerError
+    tp = _pair(hwm=1, send_timeout_ms=100)
+    try:
+        tx = tp.sender("a->b")  # nobody receives: the queue fills
+        with pytest.raises(PeerError, match="a->b"):
+            for _ in range(10000):
+                tx.send(Message(b"x" * 100))
+    finally:
+        tp.close()
