@@ -270,3 +270,18 @@ def test_paired_read_is_one_moment():
     assert np.median(np.abs(diffs)) < 100_000
     d = StepDetector()
     assert all(d.check() is None for _ in range(2000))   # no false steps from preemption
+
+
+def test_inject_through_the_daemon(pair, capsys):
+    from skewd import cli
+    t = pair["tmp"]
+    wait_for(lambda: status(t / "b.sock")["peers"]["a"]["samples"] >= 3, 30, "samples")
+    assert cli.main(["inject", "--node", "b", "--offset=-2ms", "--socket", str(t / "b.sock")]) == 0
+    assert "the daemon now injects step:offset=-2ms" in capsys.readouterr().out
+    st = wait_for(lambda: (s := status(t / "a.sock"))["peers"]["b"]["offset_ns"] is not None
+                  and abs(s["peers"]["b"]["offset_ns"] + 2_000_000) < 20_000 and s, 20,
+                  "a to see b's new offset")
+    assert cli.main(["inject", "--node", "zz", "--offset", "1ms", "--socket", str(t / "b.sock")]) == 2
+    assert "runs node 'b'" in capsys.readouterr().err
+    assert cli.main(["inject", "--node", "b", "--clear", "--socket", str(t / "b.sock")]) == 0
+    assert status(t / "b.sock")["injected_offset_ns"] == 0

@@ -127,7 +127,7 @@ def _inject_args(p):
                 "  skewd inject --node model --show\n  skewd inject --node model --clear")
     p.add_argument("--node", required=True, help="node whose skewed clock to change")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--offset", help="constant offset, e.g. 5ms, -250us")
+    g.add_argument("--offset", help="constant offset, e.g. 5ms; negative ones as --offset=-250us")
     g.add_argument("--schedule", help="a schedule (see below)")
     g.add_argument("--clear", action="store_true", help="remove any injection")
     g.add_argument("--show", action="store_true", help="print the node's page")
@@ -136,6 +136,9 @@ def _inject_args(p):
                    help="stay running to feed a non-linear schedule's segments")
     p.add_argument("--duration", help="with --follow: stop after this long (default: until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="with --show: print JSON")
+    p.add_argument("--socket", metavar="PATH",
+                   help="hand the injection to the running daemon on this control socket "
+                        "(e.g. /run/skewd/control.sock) instead of writing the page here")
     return cmd_inject
 
 
@@ -176,6 +179,8 @@ def cmd_inject(args) -> int:
     if (args.follow or args.duration) and not args.schedule:
         raise UsageError("--follow and --duration go with --schedule")
 
+    if args.socket and not args.show:
+        return _inject_via_daemon(args)
     now = clocks.realtime_ns()
     if args.clear:
         sched = None
@@ -571,6 +576,30 @@ def cmd_serve(args) -> int:
     else:
         print("counters: " + ", ".join(f"{k} {v}" for k, v in counters.items() if k != "socket"),
               flush=True)
+    return 0
+
+
+def _inject_via_daemon(args) -> int:
+    """The daemon owns the page while it runs: ask it to apply the schedule."""
+    from skewd import control
+    from skewd.inject import parse_schedule
+    if args.clear:
+        control.request(args.socket, {"cmd": "inject", "clear": True})
+        print(f"node {args.node}: injection cleared by the daemon")
+        return 0
+    if args.schedule:
+        spec = args.schedule
+    else:
+        parse_duration(args.offset)
+        spec = (f"ramp:offset={args.offset},drift={args.drift}" if args.drift
+                else f"step:offset={args.offset}")
+    parse_schedule(spec, 0)          # refuse a bad schedule here, with the usual message
+    status = control.request(args.socket, {"cmd": "status"})["status"]
+    if status["node"] != args.node:
+        from skewd.errors import UsageError
+        raise UsageError(f"the daemon on {args.socket} runs node {status['node']!r}, not {args.node!r}")
+    control.request(args.socket, {"cmd": "inject", "schedule": spec})
+    print(f"node {args.node}: the daemon now injects {spec}")
     return 0
 
 
