@@ -419,46 +419,78 @@ static inline void put_be64(uint8_t *p, uint64_t v)
     memcpy(p, &v, 8);
 }
 
-static size_t drain_ring(struct skw_ring *r, const struct skw_cols *c,
-                         size_t at, size_t max)
+static inline void set_valid(struct skw_cols *c, int col, size_t j, int ok)
+{
+    uint8_t *b = &c->valid[col][j >> 3];
+    uint8_t bit = (uint8_t)(1u << (j & 7));
+    if (ok) {
+        *b |= bit;
+    } else {
+        *b &= (uint8_t)~bit;
+        c->null_count[col]++;
+    }
+}
+
+static inline void put_ns(struct skw_cols *c, int col, int64_t *dst, size_t j, int64_t v)
+{
+    dst[j] = v;
+    set_valid(c, col, j, v != SKW_RING_NULL);
+}
+
+static size_t drain_ring(struct skw_ring *r, struct skw_cols *c, size_t at, size_t max)
 {
     uint64_t tl = r->tail;
     uint64_t h = LOAD_ACQ(r->head);
-    size_t k = (size_t)(h - tl);
+    size_t k = (size_t)(h - tl), i;
     if (k > max - at)
         k = max - at;
-    for (size_t i = 0; i < k; i++) {
+    for (i = 0; i < k; i++) {
         const struct skw_span_rec *s = &r->recs[(tl + i) & r->mask];
         size_t j = at + i;
+        int32_t off = c->name_offsets[j], len;
+        if (s->name_id >= c->names_count)
+            break; /* named after the table was taken: next drain */
+        len = c->names_offsets[s->name_id + 1] - c->names_offsets[s->name_id];
+        if ((size_t)off + (size_t)len > c->name_data_cap)
+            break; /* name data full: next drain */
+        memcpy(c->name_data + off, c->names_blob + c->names_offsets[s->name_id], (size_t)len);
+        c->name_offsets[j + 1] = off + len;
         put_be64(c->trace_id + 16 * j, s->trace_hi);
         put_be64(c->trace_id + 16 * j + 8, s->trace_lo);
         put_be64(c->span_id + 8 * j, s->span_id);
         put_be64(c->parent_id + 8 * j, s->parent_id);
-        c->parent_valid[j] = s->parent_id != 0;
+        set_valid(c, SKW_COL_PARENT, j, s->parent_id != 0);
         c->name_id[j] = s->name_id;
         c->kind[j] = (int8_t)s->kind;
         c->start_ns[j] = s->start_ns;
         c->end_ns[j] = s->end_ns;
-        c->send_ns[j] = s->send_ns;
-        c->injected_offset_ns[j] = s->injected_offset_ns;
-        c->est_offset_ns[j] = s->est_offset_ns;
-        c->est_uncertainty_ns[j] = s->est_uncertainty_ns;
+        put_ns(c, SKW_COL_SEND, c->send_ns, j, s->send_ns);
+        put_ns(c, SKW_COL_INJECTED, c->injected_offset_ns, j, s->injected_offset_ns);
+        put_ns(c, SKW_COL_EST_OFFSET, c->est_offset_ns, j, s->est_offset_ns);
+        put_ns(c, SKW_COL_EST_UNCERTAINTY, c->est_uncertainty_ns, j, s->est_uncertainty_ns);
     }
-    STORE_REL(r->tail, tl + k);
-    return k;
+    STORE_REL(r->tail, tl + i);
+    return i;
 }
 
-int skw_tracer_drain(struct skw_tracer *t, const struct skw_cols *cols,
+int skw_tracer_drain(struct skw_tracer *t, struct skw_cols *cols,
                      size_t max, size_t *n_out)
 {
     struct skw_ring **pp, *r;
     size_t n = 0;
 
+    for (int i = 0; i < SKW_COL_NULLABLE; i++)
+        cols->null_count[i] = 0;
+    cols->name_offsets[0] = 0;
     pthread_mutex_lock(&t->lock);
     pp = &t->rings;
     while ((r = *pp) != NULL && n < max) {
         int orphaned = LOAD_ACQ(r->orphaned);
-        n += drain_ring(r, cols, n, max);
+        size_t got = drain_ring(r, cols, n, max);
+        int stopped = got < max - n && LOAD_ACQ(r->head) != r->tail;
+        n += got;
+        if (stopped)
+            break; /* an unknown name or full name data: leave the rest */
         if (orphaned && LOAD_ACQ(r->head) == r->tail) {
             /* its thread is gone and nothing is left: free it */
             *pp = r->next;
@@ -471,7 +503,7 @@ int skw_tracer_drain(struct skw_tracer *t, const struct skw_cols *cols,
     }
     /* the next drain starts with the ring after the one that filled this
      * batch, so a busy thread cannot starve the others */
-    if (n == max && t->rings != NULL && t->rings->next != NULL) {
+    if (n > 0 && t->rings != NULL && t->rings->next != NULL) {
         struct skw_ring *first = t->rings, *last = t->rings;
         while (last->next != NULL)
             last = last->next;

@@ -87,12 +87,22 @@ extern __thread struct skw_ctx skw_ring_current;
 struct skw_ring;
 struct skw_tracer;
 
-/* Caller-provided column buffers for a drain, each with room for max rows. */
+/* Nullable columns, by their index in skw_cols.valid / null_count. */
+enum {
+    SKW_COL_PARENT = 0,
+    SKW_COL_SEND,
+    SKW_COL_INJECTED,
+    SKW_COL_EST_OFFSET,
+    SKW_COL_EST_UNCERTAINTY,
+    SKW_COL_NULLABLE
+};
+
+/* Caller-provided column buffers for a drain, each with room for max rows,
+ * laid out as Arrow arrays want them (so they become Arrow buffers as is). */
 struct skw_cols {
     uint8_t *trace_id;      /* 16 bytes a row */
     uint8_t *span_id;       /* 8 bytes a row */
     uint8_t *parent_id;     /* 8 bytes a row, zeros at a root */
-    uint8_t *parent_valid;  /* 1 byte a row: 0 at a root */
     uint32_t *name_id;
     int8_t *kind;
     int64_t *start_ns;
@@ -101,6 +111,18 @@ struct skw_cols {
     int64_t *injected_offset_ns;
     int64_t *est_offset_ns;
     int64_t *est_uncertainty_ns;
+    /* Arrow validity bitmaps (bit i of byte i/8, LSB first; 1 = present) and
+     * null counts of the nullable columns; the drain fills both */
+    uint8_t *valid[SKW_COL_NULLABLE];
+    int64_t null_count[SKW_COL_NULLABLE];
+    /* span names: the tracer's name table in (blob, offsets) form, and the
+     * name column the drain builds from it (Arrow string offsets and data) */
+    const char *names_blob;
+    const int32_t *names_offsets; /* names_count + 1 entries */
+    uint32_t names_count;
+    int32_t *name_offsets;        /* max + 1 entries */
+    char *name_data;
+    size_t name_data_cap;
 };
 
 struct skw_ring_stats {
@@ -149,8 +171,10 @@ int skw_ring_wait_space(struct skw_ring *r, int64_t timeout_ns);
 uint64_t skw_ring_rand64(void);
 
 /* Drainer side: copy at most max records from all rings into cols, oldest
- * ring first; *n_out gets how many. Frees orphaned rings it emptied. */
-int skw_tracer_drain(struct skw_tracer *t, const struct skw_cols *cols,
+ * ring first; *n_out gets how many. A record whose name id is not in the
+ * name table yet, or whose name does not fit name_data, stays in its ring
+ * for the next drain. Frees orphaned rings it emptied. */
+int skw_tracer_drain(struct skw_tracer *t, struct skw_cols *cols,
                      size_t max, size_t *n_out);
 
 /* Drainer side: sleep until kicked or timeout_ns passed. */

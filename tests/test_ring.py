@@ -20,7 +20,7 @@ def drain_all(core, size=4096):
         out["span_id"].append(cols.span_id[: 8 * n].reshape(n, 8).copy())
         out["name_id"].append(cols.name_id[:n].copy())
         out["kind"].append(cols.kind[:n].copy())
-        out["parent_valid"].append(cols.parent_valid[:n].copy())
+        out["parent_valid"].append(np.unpackbits(cols.valid[0], bitorder="little")[:n])
     return {k: (np.concatenate(v) if v else np.array([])) for k, v in out.items()}
 
 
@@ -93,6 +93,21 @@ def test_times_and_nulls():
     assert cols.est_offset_ns[0] == _ring.NULL_NS
     assert list(cols.kind[:2]) == [1, 0]
     assert list(cols.name_id[:2]) == [0, 1] and core.name_list[:2] == ["a", "b"]
+    assert list(cols.name_offsets[:3]) == [0, 1, 2] and bytes(cols.name_data[:2]) == b"ab"
+    assert cols.nulls() == {"parent_id": 2, "send_ns": 1, "injected_offset_ns": 2,
+                            "est_offset_ns": 2, "est_uncertainty_ns": 2}
+    assert np.unpackbits(cols.valid[1], bitorder="little")[:2].tolist() == [1, 0]
+
+
+def test_names_longer_than_the_buffer_wait_for_the_next_drain():
+    core = _ring.Core(None, 64)
+    for name in ("a", "b" * 50, "c"):
+        with core.span(name):
+            pass
+    cols = _ring.Columns(4)  # room for 4 names as long as the longest: 200 bytes
+    assert core.drain(cols) == 3
+    end = cols.name_offsets[3]
+    assert bytes(cols.name_data[:end]) == b"a" + b"b" * 50 + b"c"
 
 
 def test_random_ids_nonzero_and_distinct():

@@ -422,3 +422,18 @@ def test_context_traceparent_round_trip(tid, sid, sampled):
     c = SpanContext(tid, sid, sampled)
     assert parse_traceparent(c.traceparent) == c
     assert c.trace_id == tid and c.span_id == sid
+
+
+def test_dropped_tracer_still_writes_its_spans(tmp_path):
+    import gc
+    t = Tracer(log_dir=tmp_path, flush_interval=0.1)
+    with t.span("kept"):
+        pass
+    th = t._thread
+    del t
+    gc.collect()
+    th.join(timeout=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tab = spanlog.read(tmp_path)  # complete: footer written
+    assert tab["name"].to_pylist() == ["kept"]

@@ -5,7 +5,7 @@
 per-tracer core. The user-facing API is skewd.tracer."""
 cimport cython
 from libc.errno cimport ENOBUFS, ENOMEM, ENOSPC, EPIPE, ETIMEDOUT
-from libc.stdint cimport int64_t, uint64_t, uint32_t, uint8_t, int8_t
+from libc.stdint cimport int64_t, uint64_t, uint32_t, uint8_t, int8_t, int32_t
 from libc.string cimport memset
 from skewd.cstatepage cimport skw_page, skw_page_map, skw_page_unmap
 from skewd.cring cimport *
@@ -262,26 +262,36 @@ cdef class Span:
                 f"span={self.span_id.hex()}>")
 
 
+NULLABLE = ("parent_id", "send_ns", "injected_offset_ns", "est_offset_ns",
+            "est_uncertainty_ns")
+
+
 cdef class Columns:
-    """Reusable column buffers a drain fills (numpy arrays, `size` rows)."""
+    """Reusable column buffers a drain fills (numpy arrays, `size` rows),
+    laid out as Arrow buffers: fixed-size ids, int64 columns, validity
+    bitmaps with null counts, and the name column as string offsets + data."""
     cdef skw_cols c
     cdef readonly Py_ssize_t size
-    cdef readonly object trace_id, span_id, parent_id, parent_valid, name_id, kind
+    cdef readonly object trace_id, span_id, parent_id, name_id, kind
     cdef readonly object start_ns, end_ns, send_ns, injected_offset_ns
     cdef readonly object est_offset_ns, est_uncertainty_ns
+    cdef readonly object valid, null_counts, name_offsets, name_data
+    cdef object _names_blob, _names_offsets
+    cdef Py_ssize_t _names_len
 
     def __init__(self, Py_ssize_t size):
         cdef uint8_t[::1] u8
         cdef uint32_t[::1] u32
         cdef int8_t[::1] i8
         cdef int64_t[::1] i64
+        cdef int32_t[::1] i32
+        cdef int i
         if size < 1:
             raise ValueError("size must be positive")
         self.size = size
         self.trace_id = np.zeros(size * 16, dtype=np.uint8)
         self.span_id = np.zeros(size * 8, dtype=np.uint8)
         self.parent_id = np.zeros(size * 8, dtype=np.uint8)
-        self.parent_valid = np.zeros(size, dtype=np.uint8)
         self.name_id = np.zeros(size, dtype=np.uint32)
         self.kind = np.zeros(size, dtype=np.int8)
         self.start_ns = np.zeros(size, dtype=np.int64)
@@ -290,10 +300,12 @@ cdef class Columns:
         self.injected_offset_ns = np.zeros(size, dtype=np.int64)
         self.est_offset_ns = np.zeros(size, dtype=np.int64)
         self.est_uncertainty_ns = np.zeros(size, dtype=np.int64)
+        self.valid = [np.zeros((size + 7) // 8, dtype=np.uint8) for _ in NULLABLE]
+        self.null_counts = np.zeros(len(NULLABLE), dtype=np.int64)
+        self.name_offsets = np.zeros(size + 1, dtype=np.int32)
         u8 = self.trace_id; self.c.trace_id = &u8[0]
         u8 = self.span_id; self.c.span_id = &u8[0]
         u8 = self.parent_id; self.c.parent_id = &u8[0]
-        u8 = self.parent_valid; self.c.parent_valid = &u8[0]
         u32 = self.name_id; self.c.name_id = &u32[0]
         i8 = self.kind; self.c.kind = &i8[0]
         i64 = self.start_ns; self.c.start_ns = &i64[0]
@@ -302,6 +314,48 @@ cdef class Columns:
         i64 = self.injected_offset_ns; self.c.injected_offset_ns = &i64[0]
         i64 = self.est_offset_ns; self.c.est_offset_ns = &i64[0]
         i64 = self.est_uncertainty_ns; self.c.est_uncertainty_ns = &i64[0]
+        for i in range(SKW_COL_NULLABLE):
+            u8 = self.valid[i]
+            self.c.valid[i] = &u8[0]
+        i32 = self.name_offsets; self.c.name_offsets = &i32[0]
+        self._names_len = -1
+        self.set_names([])
+
+    def set_names(self, list names):
+        """Give the drain the tracer's name table (only rebuilt when it grew)."""
+        cdef Py_ssize_t n = len(names)
+        cdef int32_t[::1] i32
+        cdef uint8_t[::1] u8
+        if n == self._names_len:
+            return
+        enc = [s.encode() for s in names[:n]]
+        offs = np.zeros(n + 1, dtype=np.int32)
+        if n:
+            offs[1:] = np.cumsum([len(b) for b in enc])
+        blob = np.frombuffer(b"".join(enc) + b"\0", dtype=np.uint8).copy()
+        longest = max([len(b) for b in enc] + [1])
+        cap = longest * self.size
+        if self.name_data is None or len(self.name_data) < cap:
+            self.name_data = np.zeros(cap, dtype=np.uint8)
+            u8 = self.name_data
+            self.c.name_data = <char *>&u8[0]
+            self.c.name_data_cap = cap
+        self._names_blob, self._names_offsets = blob, offs
+        u8 = blob
+        self.c.names_blob = <const char *>&u8[0]
+        i32 = offs
+        self.c.names_offsets = &i32[0]
+        self.c.names_count = <uint32_t>n
+        self._names_len = n
+
+    def nulls(self):
+        """Null counts of the nullable columns of the last drain, by name."""
+        return dict(zip(NULLABLE, self.null_counts.tolist()))
+
+    cdef void _store_counts(self):
+        cdef int i
+        for i in range(SKW_COL_NULLABLE):
+            self.null_counts[i] = self.c.null_count[i]
 
 
 cdef class Core:
@@ -445,8 +499,10 @@ cdef class Core:
         cdef size_t mx = cols.size if limit < 0 or limit > cols.size else limit
         if self.t == NULL:
             return 0
+        cols.set_names(self.name_list)
         with nogil:
             skw_tracer_drain(self.t, &cols.c, mx, &n)
+        cols._store_counts()
         return n
 
     def wait(self, double timeout_s):

@@ -1,5 +1,5 @@
 # Declarations of csrc/ring.h.
-from libc.stdint cimport int64_t, uint64_t, uint32_t, uint8_t, int8_t
+from libc.stdint cimport int64_t, uint64_t, uint32_t, uint8_t, int8_t, int32_t
 from skewd.cstatepage cimport skw_page
 
 cdef extern from "ring.h" nogil:
@@ -38,11 +38,18 @@ cdef extern from "ring.h" nogil:
     struct skw_tracer:
         pass
 
+    enum:
+        SKW_COL_PARENT
+        SKW_COL_SEND
+        SKW_COL_INJECTED
+        SKW_COL_EST_OFFSET
+        SKW_COL_EST_UNCERTAINTY
+        SKW_COL_NULLABLE
+
     struct skw_cols:
         uint8_t *trace_id
         uint8_t *span_id
         uint8_t *parent_id
-        uint8_t *parent_valid
         uint32_t *name_id
         int8_t *kind
         int64_t *start_ns
@@ -51,6 +58,14 @@ cdef extern from "ring.h" nogil:
         int64_t *injected_offset_ns
         int64_t *est_offset_ns
         int64_t *est_uncertainty_ns
+        uint8_t *valid[5]
+        int64_t null_count[5]
+        const char *names_blob
+        const int32_t *names_offsets
+        uint32_t names_count
+        int32_t *name_offsets
+        char *name_data
+        size_t name_data_cap
 
     struct skw_ring_stats:
         uint64_t recorded
@@ -68,7 +83,7 @@ cdef extern from "ring.h" nogil:
     int skw_ring_append(skw_ring *r, const skw_span_rec *rec, int count_drop)
     int skw_ring_wait_space(skw_ring *r, int64_t timeout_ns)
     uint64_t skw_ring_rand64()
-    int skw_tracer_drain(skw_tracer *t, const skw_cols *cols, size_t max, size_t *n_out)
+    int skw_tracer_drain(skw_tracer *t, skw_cols *cols, size_t max, size_t *n_out)
     void skw_tracer_wait(skw_tracer *t, int64_t timeout_ns)
     void skw_tracer_kick(skw_tracer *t)
     void skw_tracer_stats(skw_tracer *t, skw_ring_stats *out)

@@ -60,55 +60,66 @@ def _const_strings(value: str | None, n: int) -> pa.Array:
     if value is None:
         return pa.nulls(n, pa.string())
     b = value.encode()
-    offsets = np.arange(0, (n + 1) * len(b), len(b) or 1, dtype=np.int32)[: n + 1]
-    if len(b) == 0:
-        offsets = np.zeros(n + 1, dtype=np.int32)
+    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(b))
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
                                                   pa.py_buffer(b * n)])
 
 
-def _nullable_ns(a: np.ndarray) -> pa.Array:
-    null = a == NULL_NS
-    if not null.any():
-        return pa.array(a, type=pa.int64())
-    return pa.array(a, type=pa.int64(), mask=null)
+_KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
 
 
 class BatchBuilder:
     """Turns a drain's column buffers (skewd._ring.Columns) into record
-    batches of SPAN_SCHEMA with numpy views: nothing is built per span."""
+    batches of SPAN_SCHEMA. The drain already laid the buffers out as Arrow
+    wants them, so every array here wraps them as they are: nothing is built
+    per span, and no call lets go of the GIL (a drain thread that has to win
+    the GIL back from a busy producer thread many times per batch falls
+    behind)."""
 
     def __init__(self, node: str, stage: str | None, clock: str):
         self.node = node
         self.stage = stage
         self.clock = clock
-        self._names: pa.Array = pa.array([], type=pa.string())
+        self._const: dict[int, tuple] = {}
 
-    def build(self, cols, n: int, names: list[str]) -> pa.RecordBatch:
-        if len(self._names) != len(names):
-            self._names = pa.array(names, type=pa.string())
-        pvalid = cols.parent_valid[:n].view(np.bool_)
-        pnulls = n - int(np.count_nonzero(pvalid))
-        pbitmap = pa.py_buffer(np.packbits(pvalid, bitorder="little")) if pnulls else None
+    def _consts(self, size: int) -> tuple:
+        c = self._const.get(size)
+        if c is None:
+            c = self._const[size] = (_const_strings(self.node, size),
+                                     _const_strings(self.stage, size),
+                                     _const_strings(self.clock, size))
+        return c
+
+    def build(self, cols, n: int, names=None) -> pa.RecordBatch:
+        buf = pa.py_buffer
+        nulls = cols.null_counts.tolist()
+        valid = cols.valid
+
+        def ns(i: int, a) -> pa.Array:
+            return pa.Array.from_buffers(pa.int64(), n, [buf(valid[i]) if nulls[i] else None,
+                                                         buf(a[:n])], null_count=nulls[i])
+
+        node, stage, clock = self._consts(cols.size)
+        name_end = int(cols.name_offsets[n])
         arrays = [
-            pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(16), n, [None, pa.py_buffer(cols.trace_id[: 16 * n])]),
-            pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(8), n, [None, pa.py_buffer(cols.span_id[: 8 * n])]),
-            pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(8), n, [pbitmap, pa.py_buffer(cols.parent_id[: 8 * n])],
-                null_count=pnulls),
-            self._names.take(pa.array(cols.name_id[:n])),
-            pa.DictionaryArray.from_arrays(pa.array(cols.kind[:n]), _KINDS_ARRAY),
-            _const_strings(self.node, n),
-            _const_strings(self.stage, n),
-            pa.array(cols.start_ns[:n], type=pa.int64()),
-            pa.array(cols.end_ns[:n], type=pa.int64()),
-            _nullable_ns(cols.send_ns[:n]),
-            _const_strings(self.clock, n),
-            _nullable_ns(cols.injected_offset_ns[:n]),
-            _nullable_ns(cols.est_offset_ns[:n]),
-            _nullable_ns(cols.est_uncertainty_ns[:n]),
+            pa.Array.from_buffers(pa.binary(16), n, [None, buf(cols.trace_id[: 16 * n])]),
+            pa.Array.from_buffers(pa.binary(8), n, [None, buf(cols.span_id[: 8 * n])]),
+            pa.Array.from_buffers(pa.binary(8), n,
+                                  [buf(valid[0]) if nulls[0] else None,
+                                   buf(cols.parent_id[: 8 * n])], null_count=nulls[0]),
+            pa.Array.from_buffers(pa.string(), n, [None, buf(cols.name_offsets[: n + 1]),
+                                                   buf(cols.name_data[:name_end])]),
+            pa.DictionaryArray.from_buffers(_KIND_TYPE, n, [None, buf(cols.kind[:n])],
+                                            _KINDS_ARRAY),
+            node.slice(0, n),
+            stage.slice(0, n),
+            pa.Array.from_buffers(pa.int64(), n, [None, buf(cols.start_ns[:n])]),
+            pa.Array.from_buffers(pa.int64(), n, [None, buf(cols.end_ns[:n])]),
+            ns(1, cols.send_ns),
+            clock.slice(0, n),
+            ns(2, cols.injected_offset_ns),
+            ns(3, cols.est_offset_ns),
+            ns(4, cols.est_uncertainty_ns),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
 
@@ -130,44 +141,12 @@ def _fixed_kinds(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 # --- writer ---------------------------------------------------------------------------
 
-class _FdSink:
-    """The file-like object the IPC writer writes into: bytes collect in
-    memory and go to the file in one write() per batch (commit)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-        self.buf = bytearray()
-        self.pos = 0
-        self.closed = False
-        self.dead = False  # set in a forked child: the parent owns the file
-
-    def write(self, data) -> int:
-        m = memoryview(data)
-        self.buf += m
-        self.pos += m.nbytes
-        return m.nbytes
-
-    def tell(self) -> int:
-        return self.pos
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def commit(self) -> None:
-        if self.dead:
-            self.buf.clear()
-            return
-        view = memoryview(self.buf)
-        done = 0
-        try:
-            while done < len(view):
-                done += os.write(self.fd, view[done:])
-        finally:
-            view.release()
-            self.buf.clear()
+def _native_stream(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
+    """(buffered, raw) Arrow output streams on a new file: the IPC writer
+    writes through them in C++, without calling back into Python (a Python
+    sink would take the GIL for every piece of every batch)."""
+    raw = pa.OSFile(path, "wb")
+    return pa.BufferedOutputStream(raw, 1 << 20), raw
 
 
 @dataclass
@@ -209,9 +188,10 @@ class SpanLogWriter:
         self.prefix = prefix
         self.stats = WriterStats()
         self._seq = 0
-        self._fd: int | None = None
-        self._sink: _FdSink | None = None
+        self._raw = None
+        self._sink = None
         self._writer = None
+        self._size = 0
         self._opened = 0.0
         self.path: str | None = None
 
@@ -225,14 +205,16 @@ class SpanLogWriter:
             self._seq += 1
             name = f"{self.prefix}-{self.node}-{stamp}-{os.getpid()}-{self._seq:04d}.arrow"
             path = os.path.join(self.directory, name)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:  # claim the name; another writer may share the directory
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                 0o644))
                 break
             except FileExistsError:
                 continue
-        self._fd = fd
-        self._sink = _FdSink(fd)
+        self._sink, self._raw = _native_stream(path)
         self._writer = pa.ipc.new_file(self._sink, self.schema())
+        self._sink.flush()
+        self._size = 0
         self._opened = time.monotonic()
         self.path = path
         self.stats.files.append(path)
@@ -245,17 +227,19 @@ class SpanLogWriter:
         if self._writer is None:
             self._open()
         self._writer.write_batch(batch)
-        before = self._sink.pos - len(self._sink.buf)
-        self._sink.commit()
+        self._sink.flush()  # to the kernel now: a crash loses at most this interval
         self.stats.batches += 1
         self.stats.rows += batch.num_rows
-        self.stats.bytes += self._sink.pos - before
+        # an estimate that needs no syscall (each would give up the GIL)
+        size = batch.nbytes + 64 * (batch.num_columns + 4)
+        self.stats.bytes += size
+        self._size += size
         self.maybe_rotate()
 
     def maybe_rotate(self) -> bool:
         if self._writer is None:
             return False
-        if (self._sink.pos >= self.max_bytes or
+        if (self._size >= self.max_bytes or
                 time.monotonic() - self._opened >= self.max_age_s):
             self._finish()
             return True
@@ -267,32 +251,35 @@ class SpanLogWriter:
             self._finish()
 
     def _finish(self) -> None:
-        writer, sink, fd = self._writer, self._sink, self._fd
-        self._writer = self._sink = self._fd = None
+        writer, sink, raw = self._writer, self._sink, self._raw
+        self._writer = self._sink = self._raw = None
         try:
             writer.close()  # the footer
-            sink.commit()
-            os.fsync(fd)
+            sink.flush()
+            os.fsync(raw.fileno())
         finally:
-            os.close(fd)
+            sink.close()
         _fsync_dir(self.directory)
 
     def close(self) -> None:
         self.rotate()
 
     def abandon(self) -> None:
-        """In a forked child: let go of the parent's file without touching it."""
-        if self._sink is not None:
-            self._sink.dead = True
-        if self._fd is not None:
+        """In a forked child: let go of the parent's file without writing to
+        it (every batch was flushed before the fork; nothing is pending)."""
+        if self._raw is not None:
+            _abandoned.append((self._writer, self._sink))  # never finalised here
             try:
-                os.close(self._fd)
-            except OSError:
+                self._raw.close()  # the child's copy of the descriptor
+            except (OSError, pa.ArrowException):
                 pass
-        self._writer = self._sink = self._fd = None
+        self._writer = self._sink = self._raw = None
         self.path = None
         self.stats = WriterStats()
         self._seq = 0
+
+
+_abandoned: list = []
 
 
 def _fsync_dir(path: str) -> None:

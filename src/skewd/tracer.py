@@ -304,6 +304,10 @@ class Tracer:
         self._cols = _ring.Columns(self._batch_size)
         self._closed = False
         self._start_drainer()
+        # a tracer dropped without close() still drains and closes its log
+        self._finalizer = weakref.finalize(self, _finalize, self._core, self._cols,
+                                           self._builder, self._log)
+        self._finalizer.atexit = False  # at exit _close_all closes it properly
         with _live_lock:
             _live.add(self)
 
@@ -408,6 +412,7 @@ class Tracer:
             return
         self._closed = True
         self._stop = True
+        self._finalizer.detach()
         self._core.kick()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
@@ -479,6 +484,21 @@ class Tracer:
     def __repr__(self) -> str:
         return (f"Tracer(node={self.node!r}, stage={self.stage!r}, log_dir={self.log_dir!r}, "
                 f"clock={self.clock_name!r}{', closed' if self._closed else ''})")
+
+
+def _finalize(core, cols, builder, log) -> None:
+    try:
+        while True:
+            n = core.drain(cols)
+            if n == 0:
+                break
+            if log is not None:
+                log.write(builder.build(cols, n, core.name_list))
+        core.close()
+        if log is not None:
+            log.close()
+    except Exception:  # a finalizer has no one to report to
+        pass
 
 
 def _drain_loop(ref, core) -> None:
