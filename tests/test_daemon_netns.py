@@ -86,7 +86,7 @@ def test_three_daemons_converge_survive_a_kill_and_recover(cluster):
     time.sleep(2)
     assert wait_for(lambda: converged(tmp), 5, "still converged", interval=0.5)
     st_a = status(tmp / "a.sock")
-    assert abs(st_a["peers"]["c"]["drift_ppm"] - 100) < 2      # 2 % of 100 ppm
+    assert abs(st_a["peers"]["c"]["drift_ppm"] - 100) < 5      # the injected 100 ppm, ±5 %
     assert st_a["transitivity"] is not None
     assert st_a["transitivity"]["failing"] == []                # symmetric veth paths
 

@@ -58,6 +58,10 @@ def _run(args: list[str], timeout_s: float) -> str:
         # the script's own last line says what went wrong and what to install
         last = next((m for m in reversed(msg) if m.startswith("kafka: ")), None)
         detail = last[len("kafka: "):] if last else (r.stderr.strip()[-2000:] or f"exit {r.returncode}")
+        if last and "log above" in last:
+            # the log is the only clue to what the JVM refused: keep its end
+            tail = [m for m in msg if not m.startswith("kafka: ")][-15:]
+            detail += ":\n  " + "\n  ".join(tail)
         raise HostError(f"Kafka broker: {detail}")
     return r.stdout.strip()
 
