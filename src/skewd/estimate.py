@@ -28,6 +28,9 @@ Per sample, in order:
    frequency changed, so the oldest samples are dropped), as chrony does.
    The runs test is repeated every `window_every` accepted samples; between
    sizings the window keeps its oldest sample and takes in each new one.
+   The fit and the runs test run in C (csrc/regress.c) on samples kept in
+   fixed buffers: a refit costs a few microseconds, not numpy's per-call
+   overheads.
 
 The estimate is an interval (as Meta's fbclock reports it): uncertainty =
 mean δ/2 of the window + 3σ of the fitted offset + dispersion that grows from
@@ -37,9 +40,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
+from skewd._regress import Series
 
 #: stamp quality, worst first; a sample's source is the worst of its four
 SOURCE_ORDER = ("missing", "user", "kernel", "hardware")
@@ -128,7 +131,8 @@ class _Fit:
 
 def runs_critical(n_pos: int, n_neg: int, z: float = 1.645) -> float:
     """Fewest sign runs a random sequence of n_pos + n_neg residuals shows at
-    the one-sided level z (normal approximation of the Wald–Wolfowitz test)."""
+    the one-sided level z (normal approximation of the Wald–Wolfowitz test).
+    The window sizing uses skw_regress_runs_critical, the same formula in C."""
     n = n_pos + n_neg
     if n_pos == 0 or n_neg == 0 or n < 3:
         return 1.0
@@ -159,9 +163,10 @@ class Estimator:
         self.max_drift_ppm = max_drift_ppm
         self.stats = EstimatorStats()
         self._delays: deque[int] = deque(maxlen=delay_window)
-        self._acc: deque[Sample] = deque(maxlen=max_samples)
-        # the same samples' time, offset and delay, kept ready for the fit
-        self._cols = tuple(deque(maxlen=max_samples) for _ in range(3))
+        # the accepted samples' time, offset and delay (the newest
+        # max_samples), in C buffers ready for the fit
+        self._series = Series(max_samples)
+        self._last: Sample | None = None   # the newest accepted sample
         self._fit: _Fit | None = None
         self._causal_run = 0
         self.window = 0  # samples in the fitted window
@@ -174,9 +179,8 @@ class Estimator:
 
     def reset(self) -> None:
         self._delays.clear()
-        self._acc.clear()
-        for c in self._cols:
-            c.clear()
+        self._series.clear()
+        self._last = None
         self._fit = None
         self._causal_run = 0
         self.window = 0
@@ -226,11 +230,8 @@ class Estimator:
 
     def _accept(self, s: Sample) -> None:
         self.stats.accepted += 1
-        self._acc.append(s)
-        ct, cy, cd = self._cols
-        ct.append(s.time_ns)
-        cy.append(s.offset_ns)
-        cd.append(s.delay_ns)
+        self._last = s
+        self._series.push(s.time_ns, s.offset_ns, s.delay_ns)
         self._fit = self._regress()
 
     def _predict(self, t: int) -> tuple[float, float]:
@@ -252,79 +253,26 @@ class Estimator:
                         stamp_source=f.source, time_ns=t, verdict=verdict)
 
     def _regress(self) -> _Fit:
-        acc = self._acc
-        n = len(acc)
-        ct, cy, cd = self._cols
-        t_ref = ct[-1]
-        x = (np.array(ct, dtype=np.int64) - t_ref) / 1e9
-        y = np.array(cy, dtype=float)
-        dl = np.array(cd, dtype=float)
-        sig = self.noise_floor_ns + (dl - dl.min()) / 2
-        w = 1.0 / (sig * sig)
-        src = acc[-1].source
-        if n == 1 or np.ptp(x) == 0:
-            i = int(np.argmin(dl))
+        ser = self._series
+        n = len(ser)
+        t_ref = self._last.time_ns   # x = 0 at the newest sample
+        src = self._last.source
+        if ser.prepare(self.noise_floor_ns) or n == 1:
+            # no slope to fit: the least delayed sample, any drift possible
+            y, d = ser.least_delayed()
             self.window = 1
             var_b = (self.max_drift_ppm * 1000.0 / 3) ** 2
-            return _Fit(t_ref, float(y[i]), 0.0, float(sig[i] ** 2), var_b, 0.0, 1, 0.0,
-                        float(dl[i]), float(dl[i]), acc[-1].time_ns, src)
+            return _Fit(t_ref, y, 0.0, float(self.noise_floor_ns) ** 2, var_b, 0.0, 1, 0.0,
+                        d, d, t_ref, src)
         if n < self.min_window:
             start = 0
         elif self._since_sizing == 0 or self._since_sizing >= self.window_every:
-            start = self._window_start(x, y, w)
+            start = ser.window_start(self.min_window, self.runs_z)
             self._since_sizing = 0
         else:
             start = max(0, n - (self.window + 1))   # the same oldest sample, one newer
         self._since_sizing += 1
-        x, y, w, dl = x[start:], y[start:], w[start:], dl[start:]
-        m = len(x)
-        self.window = m
-        sw, swx, swy = w.sum(), (w * x).sum(), (w * y).sum()
-        swxx, swxy = (w * x * x).sum(), (w * x * y).sum()
-        det = sw * swxx - swx * swx
-        if det <= 0:
-            b = 0.0
-            a = swy / sw
-        else:
-            b = (sw * swxy - swx * swy) / det
-            a = (swy - b * swx) / sw
-        r = y - (a + b * x)
-        if m > 2 and det > 0:
-            # the weights are relative; the residuals give their scale
-            s2 = float((w * r * r).sum() / (m - 2))
-            var_a, var_b, cov = s2 * swxx / det, s2 * sw / det, -s2 * swx / det
-        else:
-            var_a = float((1.0 / w).mean())
-            var_b = var_a / max(np.ptp(x) ** 2, 1e-9)
-            cov = 0.0
-        jitter = float(math.sqrt((r * r).mean())) if m > 1 else 0.0
-        return _Fit(t_ref, float(a), float(b), float(var_a), float(var_b), float(cov), m,
-                    jitter, float(dl.mean()), float(dl.min()), int(t_ref), src)
-
-    def _window_start(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> int:
-        """Index of the oldest sample to keep: the longest newest-suffix whose
-        residual signs pass the runs test (all suffixes fitted at once)."""
-        n = len(x)
-        last = n - self.min_window  # largest start to try
-        # suffix sums: S[k] = sum over i >= k
-        def suffix(v):
-            return np.cumsum(v[::-1])[::-1]
-        sw, swx, swy = suffix(w), suffix(w * x), suffix(w * y)
-        swxx, swxy = suffix(w * x * x), suffix(w * x * y)
-        starts = np.arange(0, last + 1)
-        det = sw[starts] * swxx[starts] - swx[starts] ** 2
-        safe = np.where(det > 0, det, 1.0)
-        b = np.where(det > 0, (sw[starts] * swxy[starts] - swx[starts] * swy[starts]) / safe, 0.0)
-        a = (swy[starts] - b * swx[starts]) / sw[starts]
-        res = y[None, :] - (a[:, None] + b[:, None] * x[None, :])
-        idx = np.arange(n)
-        mask = idx[None, :] >= starts[:, None]
-        sign = res >= 0
-        npos = (sign & mask).sum(axis=1)
-        nneg = mask.sum(axis=1) - npos
-        change = (sign[:, 1:] != sign[:, :-1]) & mask[:, :-1]
-        runs = change.sum(axis=1) + 1
-        for k, st in enumerate(starts):
-            if runs[k] >= runs_critical(int(npos[k]), int(nneg[k]), self.runs_z):
-                return int(st)
-        return int(last)
+        a, b, var_a, var_b, cov, jitter, mean_delay, min_delay = ser.fit(start)
+        self.window = m = n - start
+        return _Fit(t_ref, a, b, var_a, var_b, cov, m, jitter, mean_delay, min_delay,
+                    t_ref, src)
