@@ -752,6 +752,7 @@ def cmd_experiment(args) -> int:
 
 BENCHES["experiment"] = "skewd.benchmarks.experiment"
 BENCHES["measure"] = "skewd.benchmarks.measure"
+BENCHES["estimate"] = "skewd.benchmarks.estimate"
 
 
 # --- entry point ---------------------------------------------------------------
