@@ -24,13 +24,16 @@ def test_decode_never_raises_on_foreign_frames(frames):
     assert m is None or isinstance(m, Message)
 
 
-def test_decode_rejects_bad_counts_and_keys():
-    good = zt.encode(Message(b"p", [("k", b"v")]))
-    assert zt.decode(good[:-1]) is None
-    assert zt.decode([b"XXXX\x00", b"p"]) is None
-    assert zt.decode([good[0], b"\xff\xfe", b"v", b"p"]) is None
+def test_decode_rejects_torn_or_foreign_frames():
+    good = zt.encode(Message(b"p", [("k", b"v"), ("traceparent", b"00-ab")]))
+    assert zt.decode(good) == Message(b"p", [("k", b"v"), ("traceparent", b"00-ab")])
+    assert zt.decode(good[:1]) is None                      # no payload frame
+    assert zt.decode([good[0][:-1], b"p"]) is None          # a header cut short
+    assert zt.decode([good[0][:5], b"p"]) is None           # lengths cut short
+    assert zt.decode([b"XXXX", b"p"]) is None               # not ours
+    assert zt.decode([zt.MAGIC + b"\x02\x01\x00\xff\xfeX", b"p"]) is None  # key not UTF-8
     with pytest.raises(UsageError):
-        zt.encode(Message(b"", [("k", b"")] * 256))
+        zt.encode(Message(b"", [("k" * 300, b"")]))
 
 
 def _pair(edge="a->b", **extra):

@@ -185,8 +185,9 @@ class ExperimentResult:
     #: CPU seconds each node used from the end of the warmup to the end of
     #: the plan ("nodes_s"), over "window_s" seconds
     cpu: dict = field(default_factory=dict)
-    daemon: str = ("no daemon ran: the offset measured by skewd's daemon is left empty "
-                   "(the daemon is not part of this installation yet)")
+    daemon: str = ("no daemon ran on the nodes: the offset measured by skewd's daemon is "
+                   "left empty (the runner does not start one per node yet; it reads any "
+                   "measurement found on the skewed node's clock-state page)")
 
     def to_dict(self) -> dict:
         return asdict(self)

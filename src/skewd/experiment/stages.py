@@ -103,7 +103,10 @@ class _Tracing:
         self.tracer = None
         if cfg.log_dir is not None:
             from skewd import Tracer
-            self.tracer = Tracer(node=cfg.node, stage=cfg.stage, log_dir=cfg.log_dir)
+            # drains every 100 ms (the most the tracer allows): each drain has a
+            # fixed cost, and a killed stage loses at most that much of its spans
+            self.tracer = Tracer(node=cfg.node, stage=cfg.stage, log_dir=cfg.log_dir,
+                                 flush_interval=0.1)
             from skewd.tracer import extract_headers, inject_headers
             self.inject, self.extract = inject_headers, extract_headers
 
