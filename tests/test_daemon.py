@@ -1,5 +1,4 @@
 """The daemon: units, and real processes on loopback."""
-import gc
 import os
 import shutil
 import signal
@@ -14,7 +13,6 @@ from daemon_helpers import start, status, stop, wait_for, write_config
 from skewd import gossip, offsetlog
 from skewd.daemon import StepDetector, precision_ns
 from skewd.errors import PeerError
-from skewd.estimate import Estimate
 from skewd.probe import Key, KeyRing
 from skewd.simulate import ClockModel, PathModel, Scenario, simulate
 from skewd.transitivity import Link, check
@@ -278,7 +276,7 @@ def test_inject_through_the_daemon(pair, capsys):
     wait_for(lambda: status(t / "b.sock")["peers"]["a"]["samples"] >= 3, 30, "samples")
     assert cli.main(["inject", "--node", "b", "--offset=-2ms", "--socket", str(t / "b.sock")]) == 0
     assert "the daemon now injects step:offset=-2ms" in capsys.readouterr().out
-    st = wait_for(lambda: (s := status(t / "a.sock"))["peers"]["b"]["offset_ns"] is not None
+    wait_for(lambda: (s := status(t / "a.sock"))["peers"]["b"]["offset_ns"] is not None
                   and abs(s["peers"]["b"]["offset_ns"] + 2_000_000) < 20_000 and s, 20,
                   "a to see b's new offset")
     assert cli.main(["inject", "--node", "zz", "--offset", "1ms", "--socket", str(t / "b.sock")]) == 2

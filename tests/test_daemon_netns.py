@@ -78,7 +78,7 @@ def converged(tmp):
 def test_three_daemons_converge_survive_a_kill_and_recover(cluster):
     tmp = cluster["tmp"]
     t0 = time.monotonic()
-    res = wait_for(lambda: converged(tmp), 20, "every node's estimates within 5 µs and their "
+    wait_for(lambda: converged(tmp), 20, "every node's estimates within 5 µs and their "
                    "reported uncertainty", interval=0.5)
     took = time.monotonic() - t0
     assert took < 20

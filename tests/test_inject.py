@@ -1,4 +1,3 @@
-import math
 import threading
 import time
 
@@ -8,7 +7,7 @@ import pytest
 from skewd.errors import UsageError
 from skewd.inject import Injector, RandomWalk, Ramp, Sine, Step, parse_schedule
 from skewd.skewclock import SkewedClock
-from skewd.statepage import Segment, StatePage
+from skewd.statepage import StatePage
 
 NOW = 1_700_000_000_000_000_000
 
@@ -52,7 +51,6 @@ def test_random_walk_is_seeded_and_continuous():
     w1 = RandomWalk(20_000, 10**9, seed=7, start_ns=NOW)
     w2 = RandomWalk(20_000, 10**9, seed=7, start_ns=NOW)
     w3 = RandomWalk(20_000, 10**9, seed=8, start_ns=NOW)
-    a = [next(w1.segments(NOW)) for _ in range(1)]
     it1, it2, it3 = w1.segments(NOW), w2.segments(NOW), w3.segments(NOW)
     s1 = [next(it1) for _ in range(50)]
     s2 = [next(it2) for _ in range(50)]

@@ -155,7 +155,6 @@ class Daemon:
     def _open(self, cfg: Config) -> None:
         from skewd import probe
         from skewd.control import ControlServer
-        from skewd.offsetlog import OffsetLogWriter
 
         if cfg.state_dir:
             os.environ["SKEWD_STATE_DIR"] = cfg.state_dir
@@ -182,8 +181,8 @@ class Daemon:
         self.metrics = None
         if cfg.metrics_port is not None:
             try:
-                self.metrics = MetricsServer(self.registry, cfg.metrics_host, cfg.metrics_port,
-                                             before_render=None).start()
+                self.metrics = MetricsServer(self.registry, cfg.metrics_host,
+                                             cfg.metrics_port).start()
             except OSError as e:
                 self.control.close()
                 self.sock.close()
