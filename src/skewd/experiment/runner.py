@@ -552,12 +552,15 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
                 problems.append(f"node {n.node} did not stop when asked and was killed")
         if progress:
             progress(1.0)
-        if late:
-            problems.append(f"{len(late)} slot(s) began before the runner could write them "
-                            f"and were left out (the machine was too busy)")
         plan = [replace(p, kind="late") if i in late else p for i, p in enumerate(plan)]
-        return _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended,
-                       failed_at, problems, daemon, cpu)
+        result = _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended,
+                         failed_at, problems, daemon, cpu)
+        if late:
+            note = (f"{len(late)} of {len(plan)} slots began before the runner could write "
+                    f"them (this host was busy) and were left out")
+            result = replace(result, analysis=replace(
+                result.analysis, notes=result.analysis.notes + (note,)))
+        return result
     finally:
         sup.stop_all(grace_s=3.0)
         if page is not None:
