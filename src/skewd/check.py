@@ -1,15 +1,19 @@
 """Find, explain and correct causality violations in a span table.
 
-Everything here works on whole columns (numpy/pyarrow); there is no Python
-loop per span. The steps, each a function a test can call:
+Everything here works on whole columns (numpy/pyarrow) or in one C pass
+over the rows (csrc/spancheck.c, csrc/strcodes.c, on two threads over row
+ranges); there is no Python loop per span. The steps, each a function a
+test can call:
 
 1. `SpanArrays.from_table`: the columns as numpy arrays (ids as uint64 words,
-   nodes and kinds as small integer codes, per-node clock resolution).
+   nodes and kinds as small integer codes, per-node clock resolution); ids and
+   times are views of the table's Arrow buffers, not copies.
 2. `link_parents`: the parent row of every span. Merged tables are grouped by
-   trace and ordered by start, so a parent is almost always a few rows before
-   its child: the join first compares each span with its near neighbours
-   (sequential, cache-friendly), then joins whatever is left by sorting the
-   64-bit ids (any order of input works; it is only slower).
+   trace and ordered by start, so a parent is almost always the row before its
+   child or one of that row's ancestors: the join walks that chain, then the
+   child's trace group (sequential, cache-friendly), then joins whatever is
+   left by sorting the 64-bit ids (any order of input works; it is only
+   slower).
 3. `detect`: every parent/child edge classified and checked:
      message edge  producer P -> consumer C: d = C.start - P.send; d < 0 is a
                    *negative_transport* of magnitude -d;
@@ -37,6 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from skewd import _spancheck
 from skewd.diagnostics import Warnings
 from skewd.errors import InputFileError
 from skewd.schema import KINDS
@@ -64,9 +69,30 @@ def _threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def _pool_run(tasks: list) -> list:
+    """Run callables on the worker threads (the C loops release the GIL)."""
+    if len(tasks) <= 1:
+        return [t() for t in tasks]
+    with ThreadPoolExecutor(_threads()) as ex:
+        futs = [ex.submit(t) for t in tasks]
+        return [f.result() for f in futs]
+
+
+def _row_ranges(n: int, parts: int) -> list[tuple[int, int]]:
+    b = [n * i // parts for i in range(parts + 1)]
+    return [(b[i], b[i + 1]) for i in range(parts) if b[i + 1] > b[i]]
+
+
+def _one(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """A column as one Array, without a copy when it is one chunk already."""
+    if isinstance(col, pa.ChunkedArray):
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col
+
+
 def _fixed_words(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
     """fixed_size_binary(width) -> (n, width//8) uint64 view (zero-copy when one chunk)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = _one(col)
     if not pa.types.is_fixed_size_binary(arr.type) or arr.type.byte_width != width:
         arr = arr.cast(pa.binary(width))
     n = len(arr)
@@ -79,37 +105,98 @@ def _fixed_words(col: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
 
 
 def _valid(col) -> np.ndarray:
+    """Where a column is not null, as bools (from its validity bitmap, in C)."""
     if col.null_count == 0:
         return np.ones(len(col), bool)
-    return pc.is_valid(col).to_numpy(zero_copy_only=False)
+    arr = _one(col)
+    vb = arr.buffers()[0] if arr.buffers() else None
+    if vb is None:
+        return pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    out = np.empty(len(arr), bool)
+    _spancheck.bits(np.frombuffer(vb, np.uint8), arr.offset, out)
+    return out
 
 
 def _int64(col, fill: int = 0) -> np.ndarray:
     if col.null_count:
         col = pc.fill_null(col, fill)
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = _one(col)
     return arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
-def _codes(col) -> tuple[np.ndarray, list]:
-    """Integer codes and their values for a string (or dictionary) column;
-    long columns are encoded in pieces on two threads, then unified."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+def _values(col) -> np.ndarray:
+    """An int64 column's values as a read-only view of its buffer: nothing is
+    copied, and null slots hold whatever the buffer holds there (read them
+    only where the column is valid)."""
+    arr = _one(col)
+    if arr.type != pa.int64():
+        arr = arr.cast(pa.int64())
+    buf = arr.buffers()[1]
     n = len(arr)
-    if n > 4 * _CHUNK and not pa.types.is_dictionary(arr.type):
-        pieces = [arr.slice(i, 2 * _CHUNK) for i in range(0, n, 2 * _CHUNK)]
-        with ThreadPoolExecutor(_threads()) as ex:
-            enc = list(ex.map(_codes, pieces))
-        values: list = []
+    if buf is None or n == 0:
+        return np.zeros(n, np.int64)
+    return np.frombuffer(buf, dtype=np.int64, count=n, offset=arr.offset * 8)
+
+
+#: most distinct values a string column is encoded with in C (more: pyarrow)
+_STR_CAP = 65536
+#: a string column is encoded in pieces on threads from this many rows
+_STR_SPLIT = 1 << 20
+
+
+class _StringCodes:
+    """Integer codes of a string column in first-appearance order (null
+    last), encoded in C in `parts` row ranges that may run on threads
+    (`tasks`), then unified (`finish`)."""
+
+    def __init__(self, col, parts: int = 1):
+        arr = _one(col)
+        if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) or \
+                not (pa.types.is_string(arr.type) or pa.types.is_binary(arr.type)):
+            arr = arr.cast(pa.string())
+        self.arr = arr
+        self.n = n = len(arr)
+        vb, ob, db = arr.buffers()[:3]
+        self.offsets = np.frombuffer(ob, np.int32, count=n + 1, offset=arr.offset * 4) \
+            if ob is not None and n else np.zeros(n + 1, np.int32)
+        self.data = np.frombuffer(db, np.uint8) if db is not None and db.size else \
+            np.zeros(1, np.uint8)
+        self.valid = np.frombuffer(vb, np.uint8) if vb is not None and arr.null_count else None
+        self.codes = np.empty(n, np.int32)
+        self.ranges = _row_ranges(n, parts if n >= _STR_SPLIT else 1)
+        self.dicts = [_spancheck.StrCodes(_STR_CAP) for _ in self.ranges]
+        self.ok = [False] * len(self.ranges)
+
+    def tasks(self) -> list:
+        def enc(i):
+            lo, hi = self.ranges[i]
+            self.ok[i] = self.dicts[i].encode(self.offsets, self.data, self.valid, self.arr.offset,
+                                              lo, hi, self.codes[lo:hi])
+        return [lambda i=i: enc(i) for i in range(len(self.ranges))]
+
+    def finish(self) -> tuple[np.ndarray, list]:
+        if not all(self.ok):     # too many distinct values for the C dictionary
+            return _codes_arrow(self.arr)
         index: dict = {}
-        out = np.empty(n, np.int32)
-        pos = 0
-        for codes, vals in enc:
+        for (lo, hi), d in zip(self.ranges, self.dicts):
+            vals = [None if c == d.null_code else self.arr[int(d.first[c])].as_py()
+                    for c in range(d.n)]
             lut = np.array([index.setdefault(v, len(index)) for v in vals], np.int32)
-            out[pos:pos + codes.size] = lut[codes] if lut.size else 0
-            pos += codes.size
+            if lut.size and not (lut == np.arange(lut.size)).all():
+                _spancheck.remap(self.codes[lo:hi], lut)
         values = list(index)
-        return out, values
+        if None in index and values[-1] is not None:     # null last
+            k = index[None]
+            lut = np.arange(len(values), dtype=np.int32)
+            lut[k + 1:] -= 1
+            lut[k] = len(values) - 1
+            _spancheck.remap(self.codes, lut)
+            values = values[:k] + values[k + 1:] + [None]
+        return self.codes, values
+
+
+def _codes_arrow(arr: pa.Array) -> tuple[np.ndarray, list]:
+    """Integer codes and their values with pyarrow's dictionary encoding."""
     if not pa.types.is_dictionary(arr.type):
         arr = pc.dictionary_encode(arr)
     idx = arr.indices
@@ -121,9 +208,43 @@ def _codes(col) -> tuple[np.ndarray, list]:
     return codes, values
 
 
+def _codes(col) -> tuple[np.ndarray, list]:
+    """Integer codes and their values for a string (or dictionary) column."""
+    arr = _one(col)
+    if pa.types.is_dictionary(arr.type):
+        return _codes_arrow(arr)
+    job = _StringCodes(arr, _threads())
+    _pool_run(job.tasks())
+    return job.finish()
+
+
+def _kind_codes(col, w: Warnings) -> np.ndarray:
+    """Kind codes into KINDS (unknown kinds count as internal, and warn); a
+    dictionary column already in KINDS' order is used as it is (a view)."""
+    arr = _one(col)
+    if pa.types.is_dictionary(arr.type) and arr.null_count == 0 and \
+            pa.types.is_integer(arr.indices.type):
+        codes, values = arr.indices.to_numpy(zero_copy_only=True), arr.dictionary.to_pylist()
+    else:
+        codes, values = _codes(arr)
+    lut = np.array([_KIND_ALIASES.get(str(v).lower(), -1) if v is not None else -1
+                    for v in values], np.int8)
+    bad = lut < 0
+    if bad.any():
+        nbad = int(np.isin(codes, np.flatnonzero(bad)).sum())
+        w.add("unknown_kind", f"{[values[i] for i in np.flatnonzero(bad)][:3]}", nbad)
+        lut[bad] = INTERNAL
+    if not len(lut):
+        return np.zeros(len(arr), np.int8)
+    if codes.dtype == np.int8 and (lut == np.arange(lut.size)).all():
+        return codes
+    return lut[codes]
+
+
 @dataclass
 class SpanArrays:
-    """The span table as numpy columns (see module docstring)."""
+    """The span table as numpy columns (see module docstring). Columns that
+    need no conversion are read-only views of the table's Arrow buffers."""
     n: int
     trace: np.ndarray          # (n, 2) uint64
     span: np.ndarray           # (n,) uint64
@@ -152,58 +273,59 @@ class SpanArrays:
             raise InputFileError(f"span table lacks column(s) {', '.join(missing)}; "
                                  f"merge the logs with 'skewd merge' first")
         n = table.num_rows
+        names = table.column_names
         cols = {}
+        # views first (no copies), then the work, as tasks on two threads
+        cols["trace_id"] = _fixed_words(table.column("trace_id"), 16)
+        cols["span_id"] = _fixed_words(table.column("span_id"), 8)[:, 0]
+        cols["parent_id"] = _fixed_words(table.column("parent_id"), 8)[:, 0]
+        cols["start_ns"] = _values(table.column("start_ns"))
+        cols["end_ns"] = _values(table.column("end_ns"))
+        if "send_ns" in names:
+            cols["send_ns"] = _values(table.column("send_ns"))
+        strings = {c: table.column(c) for c in ("node", "stage", "clock")
+                   if c in names and (c != "stage" or stages)}
+        jobs = {c: _StringCodes(col, _threads()) for c, col in strings.items()
+                if not pa.types.is_dictionary(col.type)}
+        tasks = [t for j in jobs.values() for t in j.tasks()]
 
-        def load(name):
-            col = table.column(name)
-            if name == "trace_id":
-                cols[name] = _fixed_words(col, 16)
-            elif name in ("span_id", "parent_id"):
-                cols[name] = _fixed_words(col, 8)[:, 0]
-                if name == "parent_id":
-                    cols["has_parent"] = _valid(col)
-            elif name == "kind":
-                codes, values = _codes(col)
-                lut = np.array([_KIND_ALIASES.get(str(v).lower(), -1) if v is not None else -1
-                                for v in values], np.int8)
-                bad = lut < 0
-                if bad.any():
-                    nbad = int(np.isin(codes, np.flatnonzero(bad)).sum())
-                    w.add("unknown_kind", f"{[values[i] for i in np.flatnonzero(bad)][:3]}", nbad)
-                    lut[bad] = INTERNAL
-                cols[name] = lut[codes] if len(lut) else np.zeros(n, np.int8)
-            elif name in ("node", "stage", "clock"):
-                cols[name] = _codes(col)
-            elif name == "send_ns":
-                cols["has_send"] = _valid(col)
-                cols[name] = _int64(col)
-            elif name == "est_uncertainty_ns":
-                cols[name] = None if col.null_count == n else np.abs(_int64(col))
-            else:
-                cols[name] = _int64(col)
-        names = list(need) + [c for c in ("send_ns", "clock", "est_uncertainty_ns")
-                              if c in table.column_names]
-        if stages and "stage" in table.column_names:
-            names.append("stage")
-        with ThreadPoolExecutor(_threads()) as ex:
-            list(ex.map(load, names))
+        def put(name, f):
+            def task():
+                cols[name] = f()
+            tasks.append(task)
+        put("has_parent", lambda: _valid(table.column("parent_id")))
+        if "send_ns" in names:
+            put("has_send", lambda: _valid(table.column("send_ns")))
+        if "est_uncertainty_ns" in names:
+            ucol = table.column("est_uncertainty_ns")
+            put("est_uncertainty_ns",
+                lambda: None if ucol.null_count == n else np.abs(_int64(ucol)))
+        for c, col in strings.items():
+            if c not in jobs:
+                put(c, lambda col=col: _codes(col))
+        _pool_run(tasks)
+        for c, j in jobs.items():
+            cols[c] = j.finish()
+        cols["kind"] = _kind_codes(table.column("kind"), w)
         node_codes, nodes = cols["node"]
         nodes = [x if x is not None else "?" for x in nodes]
         # per node, the coarsest resolution of the clocks it used
         res_node = np.ones(len(nodes), np.int64)
         clocks_by_node: dict[str, list[str]] = {}
         if "clock" in cols:
-            ccodes, cvals = cols["clock"]
+            ccodes, cvals = cols.pop("clock")
             res_map = dict(CLOCK_RESOLUTION_NS)
             res_map.update(resolution_ns or {})
-            if len(cvals) == 1:
-                pairs = np.unique(node_codes) * 1 + 0
-                pairs = np.stack([pairs, np.zeros_like(pairs)], 1)
-            else:
-                key = node_codes.astype(np.int64) * len(cvals) + ccodes
-                u = np.unique(key)
-                pairs = np.stack([u // len(cvals), u % len(cvals)], 1)
-            for nc, cc in pairs:
+            counts = np.zeros(len(nodes) * max(1, len(cvals)), np.int64)
+            if len(cvals) and len(nodes):
+                parts = [(lo, hi, np.zeros_like(counts)) for lo, hi in _row_ranges(n, _threads())]
+                _pool_run([lambda p=p: _spancheck.cross(node_codes[p[0]:p[1]], ccodes[p[0]:p[1]],
+                                                        len(nodes), len(cvals), p[2])
+                           for p in parts])
+                counts = sum(p[2] for p in parts)
+            del ccodes
+            for key in np.flatnonzero(counts):
+                nc, cc = divmod(int(key), len(cvals))
                 name = cvals[cc] if cvals[cc] is not None else "unknown"
                 r = int(res_map.get(name, 1))
                 res_node[nc] = max(res_node[nc], r)
@@ -223,71 +345,22 @@ class SpanArrays:
 
 # --- the parent join ----------------------------------------------------------------
 
-def _match_at(sa: SpanArrays, idx: np.ndarray, k: int) -> np.ndarray:
-    """Which children idx have their parent exactly k rows earlier (k<0: later)."""
-    j = idx - k
-    ok = (j >= 0) & (j < sa.n)
-    jj = np.where(ok, j, 0)
-    m = ok & (sa.span[jj] == sa.parent[idx])
-    if m.any():
-        sel = np.flatnonzero(m)
-        same = (sa.trace[idx[sel], 0] == sa.trace[jj[sel], 0]) & \
-               (sa.trace[idx[sel], 1] == sa.trace[jj[sel], 1])
-        m[sel[~same]] = False
-    return m
+#: a trace group of at most this many rows is searched whole for a parent
+#: the ancestor walk did not find
+_SCAN_MAX = 256
 
 
-def _near_join(sa: SpanArrays, idx: np.ndarray, prow: np.ndarray, max_k: int) -> np.ndarray:
-    """Fill prow for children idx found near them; return the rest.
-
-    In a trace ordered by start (pre-order), a span's parent is the row before
-    it or one of that row's ancestors: after the k=1 pass, walk up the
-    ancestors of the row before (one vectorised step per level). Spans whose
-    parent starts after them (violations) are looked for a few rows later."""
-    m = _match_at(sa, idx, 1)
-    hit = idx[m]
-    prow[hit] = hit - 1
-    idx = idx[~m]
-    anc = idx - 1
-    left = []
-    for _ in range(64):
-        if idx.size == 0:
-            break
-        a = np.maximum(anc, 0)
-        nxt = np.where(anc >= 0, prow[a], -1)
-        step = nxt >= 0
-        # an ancestor whose own parent is not found yet: wait a round
-        wait = (anc >= 0) & ~step & sa.has_parent[a]
-        a2 = np.where(step, nxt, 0)
-        m = step & (sa.span[a2] == sa.parent[idx])
-        if m.any():
-            sel = np.flatnonzero(m)
-            same = (sa.trace[idx[sel], 0] == sa.trace[a2[sel], 0]) & \
-                   (sa.trace[idx[sel], 1] == sa.trace[a2[sel], 1])
-            m[sel[~same]] = False
-        prow[idx[m]] = a2[m]
-        go = step & ~m & sa.has_parent[a2]
-        stay = wait & ~m
-        left.append(idx[~m & ~go & ~stay])
-        if not go.any() and not m.any():
-            left.append(idx[stay])
-            idx = idx[:0]
-            break
-        idx, anc = np.concatenate([idx[go], idx[stay]]), np.concatenate([a2[go], anc[stay]])
-    left.append(idx)
-    left = np.concatenate(left)
-    for k in range(-1, -max_k - 1, -1):
-        if left.size == 0:
-            break
-        m = _match_at(sa, left, k)
-        hit = left[m]
-        prow[hit] = hit - k
-        left = left[~m]
-    return left
+def _trace_span_key(trace: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """A 64-bit key of (trace id, span id): span ids that repeat in other
+    traces get other keys."""
+    with np.errstate(over="ignore"):
+        return span ^ (trace[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ \
+            (trace[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F))
 
 
 def _sort_join(sa: SpanArrays, idx: np.ndarray, prow: np.ndarray, w: Warnings) -> None:
-    """Parents of children idx by sorting span ids (general input order)."""
+    """Parents of children idx by sorting (trace, span id) keys (general input
+    order)."""
     if idx.size == 0:
         return
     # restrict the span side to traces that still have unresolved children
@@ -296,14 +369,15 @@ def _sort_join(sa: SpanArrays, idx: np.ndarray, prow: np.ndarray, w: Warnings) -
     table = np.zeros(1 << bits, bool)
     table[(sa.trace[idx, 0] & mask).astype(np.int64)] = True
     cand = np.flatnonzero(table[(sa.trace[:, 0] & mask).astype(np.int64)])
-    keys = sa.span[cand]
+    keys = _trace_span_key(sa.trace[cand], sa.span[cand])
     order = np.argsort(keys, kind="stable")
     skeys = keys[order]
     srows = cand[order]
-    want = sa.parent[idx]
+    want = _trace_span_key(sa.trace[idx], sa.parent[idx])
     pos = np.searchsorted(skeys, want)
     todo = np.arange(idx.size)
-    for _ in range(8):   # same span id in several traces: look at the next few
+    missed = []
+    for _ in range(8):   # keys that collide: look at the next few
         if todo.size == 0:
             break
         p = pos[todo]
@@ -312,35 +386,70 @@ def _sort_join(sa: SpanArrays, idx: np.ndarray, prow: np.ndarray, w: Warnings) -
         hit = inb & (skeys[pp] == want[todo])
         rows = srows[pp]
         c = idx[todo]
-        same = hit & (sa.trace[rows, 0] == sa.trace[c, 0]) & (sa.trace[rows, 1] == sa.trace[c, 1])
+        same = hit & (sa.trace[rows, 0] == sa.trace[c, 0]) & \
+            (sa.trace[rows, 1] == sa.trace[c, 1]) & (sa.span[rows] == sa.parent[c])
         prow[c[same]] = rows[same]
+        missed.append(c[~hit])
         todo = todo[hit & ~same]
         pos[todo] += 1
-    if todo.size:
-        w.add("parent_in_other_trace", None, int(todo.size))
+    missed.append(idx[todo])
+    missed = np.concatenate(missed)
+    if missed.size:   # the parent's span id is there, but in another trace
+        ids = np.sort(sa.span[cand])
+        q = np.minimum(np.searchsorted(ids, sa.parent[missed]), max(ids.size - 1, 0))
+        other = int((ids[q] == sa.parent[missed]).sum()) if ids.size else 0
+        if other:
+            w.add("parent_in_other_trace", None, other)
 
 
-def link_parents(sa: SpanArrays, warnings: Warnings | None = None, *,
-                 near: int = 4) -> np.ndarray:
-    """Row of each span's parent (same trace, parent_id == span_id), -1 if none."""
+def _group_split(trace: np.ndarray, n: int, parts: int) -> list[tuple[int, int]]:
+    """Row ranges of about n/parts rows, each starting where a trace starts
+    (so no trace's rows are split between two ranges unless it is huge)."""
+    cuts = [0]
+    for lo, _ in _row_ranges(n, parts)[1:]:
+        win = trace[lo - 1:min(n, lo + 4096)]
+        diff = np.flatnonzero((win[1:, 0] != win[:-1, 0]) | (win[1:, 1] != win[:-1, 1]))
+        cut = lo + int(diff[0]) if diff.size else lo
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    cuts.append(n)
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def link_parents(sa: SpanArrays, warnings: Warnings | None = None) -> np.ndarray:
+    """Row of each span's parent (same trace, parent_id == span_id), -1 if none.
+
+    In a table grouped by trace and ordered by start (as `skewd merge` writes
+    it) a span's parent is the row before it or one of that row's ancestors:
+    the C pass (csrc/spancheck.c) walks that chain, then the span's trace
+    group, on two threads over row ranges. Whatever it leaves (any other
+    input order) is joined by sorting the 64-bit ids: any order works, it is
+    only slower."""
     w = warnings if warnings is not None else Warnings()
-    prow = np.full(sa.n, -1, np.int64)
-    kids = np.flatnonzero(sa.has_parent)
-    # the near pass, split across threads by row range
-    parts = np.array_split(kids, max(1, -(-kids.size // _CHUNK)))
-    with ThreadPoolExecutor(_threads()) as ex:
-        rest = list(ex.map(lambda p: _near_join(sa, p, prow, near), parts))
-    rest = np.concatenate(rest) if rest else kids[:0]
-    _sort_join(sa, rest, prow, w)
-    self_parent = sa.has_parent & (prow == np.arange(sa.n))
-    if self_parent.any():
-        w.add("parent_cycle", "span is its own parent", int(self_parent.sum()))
-        prow[self_parent] = -1
-    orphans = int((sa.has_parent & (prow < 0)).sum())
+    prow = np.empty(sa.n, np.int64)
+    trace = np.ascontiguousarray(sa.trace, np.uint64)
+    span = np.ascontiguousarray(sa.span, np.uint64)
+    parent = np.ascontiguousarray(sa.parent, np.uint64)
+    has_parent = np.ascontiguousarray(sa.has_parent, bool)
+    res = _pool_run([lambda r=r: _spancheck.join(trace, span, parent, has_parent, r[0], r[1],
+                                                 _SCAN_MAX, prow)
+                     for r in _group_split(trace, sa.n, _threads())])
+    left = sum(r[0] for r in res)
+    self_parent = sum(r[1] for r in res)
+    orphans = self_parent
+    if left:
+        rest = np.flatnonzero(prow == _spancheck.ELSEWHERE)
+        prow[rest] = -1
+        _sort_join(sa, rest, prow, w)
+        selfp = rest[prow[rest] == rest]
+        prow[selfp] = -1
+        self_parent += selfp.size
+        orphans += int((prow[rest] < 0).sum())
+    if self_parent:
+        w.add("parent_cycle", "span is its own parent", int(self_parent))
     if orphans:
         w.add("orphan", f"{orphans} span(s) whose parent is in no log given", orphans)
     return prow
-
 
 # --- detection ---------------------------------------------------------------------
 
@@ -426,136 +535,146 @@ class Detection:
 
 _CHUNK = 1 << 20
 
+#: first guesses of how many of a range's rows yield each output (grown from
+#: what earlier ranges found; a range that overflows is checked again)
+_GUESS = {"v": (0.02, 0.05, 0.02), "m": 0.3, "o": 0.3}
 
-def _detect_range(sa: SpanArrays, prow: np.ndarray, lo: int, hi: int, opts: CheckOptions,
-                  node_unc: np.ndarray | None, tmin: int, wns: int, nwin: int) -> dict:
-    K = len(sa.nodes)
-    c = np.flatnonzero(prow[lo:hi] >= 0) + lo
-    p = prow[c]
-    kc, kp = sa.kind[c], sa.kind[p]
-    nc, npn = sa.node[c], sa.node[p]
-    sc, sp = sa.start[c], sa.start[p]
-    uni_res = bool((sa.res_node <= 1).all())
-    thr = np.int64(1) if uni_res else np.maximum(sa.res_node[nc], sa.res_node[npn])
-    is_msg = (kp == PRODUCER) & (kc == CONSUMER)
-    is_sync = ((kc == INTERNAL) | (kc == CLIENT) | (kc == SERVER)) & (kp != PRODUCER)
 
-    vrows, vkind, vmag = [], [], []
-    # child starts before its parent (message edges are judged by their transport)
-    mag_b = sp - sc
-    vb = np.flatnonzero((mag_b >= thr) & ~is_msg)
-    vrows.append(vb); vkind.append(np.full(vb.size, BEFORE_PARENT, np.int8)); vmag.append(mag_b[vb])
-    # negative transport
-    mi = np.flatnonzero(is_msg)
-    pm, cm = p[mi], c[mi]
-    sendv = np.where(sa.has_send[pm], sa.send[pm], np.where(sa.has_send[cm], sa.send[cm], sp[mi]))
-    d = sc[mi] - sendv
-    thr_m = thr if uni_res else thr[mi]
-    vm = np.flatnonzero(-d >= thr_m)
-    vrows.append(mi[vm]); vkind.append(np.full(vm.size, NEG_TRANSPORT, np.int8)); vmag.append(-d[vm])
-    # synchronous child ends after its parent
-    si = np.flatnonzero(is_sync)
-    ec, ep = sa.end[c[si]], sa.end[p[si]]
-    mag_e = ec - ep
-    ve = np.flatnonzero(mag_e >= (thr if uni_res else thr[si]))
-    vrows.append(si[ve]); vkind.append(np.full(ve.size, ENDS_AFTER, np.int8)); vmag.append(mag_e[ve])
-
-    vr = np.concatenate(vrows)
-    vk = np.concatenate(vkind)
-    vmg = np.concatenate(vmag)
-    vc, vp = c[vr], p[vr]
-    same = nc[vr] == npn[vr]
-    if sa.unc is not None:
-        u = sa.unc[vc] + sa.unc[vp]
-    elif node_unc is not None:
-        u = node_unc[sa.node[vc]] + node_unc[sa.node[vp]]
-    else:
-        u = np.zeros(vr.size, np.int64)
-    definite = same | (vmg > u)
-
-    pair = npn.astype(np.int64) * K + nc
-    pair_edges = np.bincount(pair, minlength=K * K)
-    viol_edge = np.zeros(c.size, bool)
-    viol_edge[vr] = True
-    pair_viol = np.bincount(pair[viol_edge], minlength=K * K)
-    out = dict(v_child=vc, v_parent=vp, v_kind=vk, v_mag=vmg, v_definite=definite,
-               v_same=same, pair_edges=pair_edges, pair_viol=pair_viol,
-               n_edges=c.size, n_msg=mi.size, n_sync=si.size)
-    if sa.stage is not None:
-        S = len(sa.stages)
-        sq = sa.stage[p].astype(np.int64) * S + sa.stage[c]
-        out["stage_edges"] = np.bincount(sq, minlength=S * S)
-        out["stage_viol"] = np.bincount(sq[viol_edge], minlength=S * S)
-    cross = nc != npn
-    wi = np.clip((sc - tmin) // wns, 0, nwin - 1)
-    out["win_edges"] = np.bincount(wi[cross], minlength=nwin)
-    out["win_viol"] = np.bincount(wi[cross & viol_edge], minlength=nwin)
-    xm = cross[mi]
-    out["msg_pair"] = pair[mi][xm]
-    out["msg_d"] = d[xm]
-    if opts.keep_edges:
-        # message edges: u = d - floor; sync: both sides; others: start only
-        xi = np.flatnonzero(cross & ~is_msg)
-        xs = is_sync[xi]
-        u = sc[xi] - sp[xi]
-        l = np.where(xs, sa.end[c[xi]] - sa.end[p[xi]] + opts.min_rpc_latency_ns, -INF)
-        u -= np.where(xs, opts.min_rpc_latency_ns, 0)
-        et = np.where(xs, E_SYNC, E_START).astype(np.int8)
-        xmi = mi[xm]
-        out["edges"] = Edges(np.concatenate([npn[xmi], npn[xi]]), np.concatenate([nc[xmi], nc[xi]]),
-                             np.concatenate([sc[xmi], sc[xi]]),
-                             np.concatenate([d[xm] - opts.min_msg_latency_ns, u]),
-                             np.concatenate([np.full(xmi.size, -INF), l]),
-                             np.concatenate([np.full(xmi.size, E_MSG, np.int8), et]))
+def _check_range(chk, lo: int, hi: int, K: int, S: int, nwin: int, keep: bool,
+                 guess: dict) -> dict:
+    rows = hi - lo
+    caps = ([int(rows * f) + 64 for f in guess["v"]], int(rows * guess["m"]) + 64,
+            int(rows * guess["o"]) + 64 if keep else 0)
+    for _ in range(2):
+        vc, mc, oc = caps
+        vt = sum(vc)
+        i64, i32 = np.int64, np.int32
+        out = {"v_base": [0, vc[0], vc[0] + vc[1]], "v_cap": vc,
+               "v_child": np.empty(vt, i64), "v_parent": np.empty(vt, i64),
+               "v_mag": np.empty(vt, i64), "v_kind": np.empty(vt, np.int8),
+               "v_definite": np.empty(vt, bool), "v_same": np.empty(vt, bool),
+               "m_cap": mc, "m_pair": np.empty(mc, i64), "m_d": np.empty(mc, i64),
+               "m_t": np.empty(mc, i64), "m_a": np.empty(mc, i32), "m_b": np.empty(mc, i32),
+               "o_cap": oc, "o_a": np.empty(oc, i32), "o_b": np.empty(oc, i32),
+               "o_t": np.empty(oc, i64), "o_u": np.empty(oc, i64), "o_l": np.empty(oc, i64),
+               "o_type": np.empty(oc, np.int8),
+               "pair_edges": np.zeros(K * K, i64), "pair_viol": np.zeros(K * K, i64),
+               "stage_edges": np.zeros(S * S, i64), "stage_viol": np.zeros(S * S, i64),
+               "win_edges": np.zeros(nwin, i64), "win_viol": np.zeros(nwin, i64)}
+        fits, vn, mn, on, n_edges, n_msg, n_sync = chk.run(lo, hi, out)
+        if fits:
+            break
+        caps = (list(vn), mn, on)
+    if rows:
+        guess["v"] = tuple(max(g, 1.25 * x / rows) for g, x in zip(guess["v"], vn))
+        guess["m"] = max(guess["m"], 1.25 * mn / rows)
+        guess["o"] = max(guess["o"], 1.25 * on / rows)
+    out.update(v_n=vn, m_n=mn, o_n=on, n_edges=n_edges, n_msg=n_msg, n_sync=n_sync)
     return out
 
 
 def detect(sa: SpanArrays, prow: np.ndarray | None = None, opts: CheckOptions = CheckOptions(),
            *, node_unc: np.ndarray | None = None, warnings: Warnings | None = None) -> Detection:
-    """Check every parent/child edge of the table (see module docstring)."""
+    """Check every parent/child edge of the table (see module docstring).
+
+    One pass in C (csrc/spancheck.c) over cache-sized row ranges on two
+    threads; each range yields its violations (before-parent, negative
+    transport, ends-after), its cross-node edges and its histograms, which
+    are joined here in row-range order."""
     w = warnings if warnings is not None else Warnings()
     if prow is None:
         prow = link_parents(sa, w)
     K = len(sa.nodes)
+    S = len(sa.stages) if sa.stage is not None and sa.stages is not None else 0
     if sa.n:
         tmin, tmax = int(sa.start.min()), int(sa.start.max())
     else:
         tmin = tmax = 0
     nwin = max(1, int(opts.windows))
     wns = max(1, -(-(tmax - tmin + 1) // nwin))
-    # cache-sized row ranges, two threads
-    bounds = np.unique(np.append(np.arange(0, sa.n, _CHUNK, dtype=np.int64), sa.n))
-    with ThreadPoolExecutor(_threads()) as ex:
-        parts = list(ex.map(lambda i: _detect_range(sa, prow, int(bounds[i]), int(bounds[i + 1]),
-                                                    opts, node_unc, tmin, wns, nwin),
-                            range(len(bounds) - 1)))
+    keep = bool(opts.keep_edges)
+    parts = []
+    if sa.n and K:
+        chk = _spancheck.EdgeCheck(
+            np.ascontiguousarray(prow, np.int64), np.ascontiguousarray(sa.kind, np.int8),
+            np.ascontiguousarray(sa.node, np.int32),
+            np.ascontiguousarray(sa.stage, np.int32) if S else None,
+            np.ascontiguousarray(sa.start, np.int64), np.ascontiguousarray(sa.end, np.int64),
+            np.ascontiguousarray(sa.send, np.int64), np.ascontiguousarray(sa.has_send, bool),
+            None if sa.unc is None else np.ascontiguousarray(sa.unc, np.int64),
+            None if node_unc is None else np.ascontiguousarray(node_unc, np.int64),
+            np.ascontiguousarray(sa.res_node, np.int64), K, S,
+            int(opts.min_msg_latency_ns), int(opts.min_rpc_latency_ns), tmin, int(wns), nwin, keep)
+        guess = dict(_GUESS)
+        parts = _pool_run([lambda r=r: _check_range(chk, r[0], r[1], K, S, nwin, keep, guess)
+                           for r in ((lo, min(sa.n, lo + _CHUNK))
+                                     for lo in range(0, sa.n, _CHUNK))])
 
-    def cat(k):
-        return np.concatenate([q[k] for q in parts])
+    # joined field by field, each range's buffer dropped once joined, so the
+    # ranges' outputs and the joined arrays are never all held at once
+    def cat(pieces, dtype):
+        return np.concatenate([np.empty(0, dtype)] + pieces).astype(dtype, copy=False)
 
-    def add(k):
-        return sum(q[k] for q in parts)
-    if opts.keep_edges:
-        es = [q["edges"] for q in parts]
-        edges = Edges(*(np.concatenate([getattr(e, f) for e in es])
-                        for f in ("a", "b", "t", "u", "l", "etype")))
+    def viol(name, dtype):
+        out = cat([q[name][b:b + k] for q in parts for b, k in zip(q["v_base"], q["v_n"])],
+                  dtype)
+        for q in parts:
+            q[name] = None
+        return out
+
+    def msg(name, dtype, keep_buf=False):
+        out = cat([q[name][:q["m_n"]] for q in parts], dtype)
+        if not keep_buf:
+            for q in parts:
+                q[name] = None
+        return out
+
+    def add(name, size):
+        return sum((q[name] for q in parts), np.zeros(size, np.int64))
+
+    v = {f: viol(f, t) for f, t in (("v_child", np.int64), ("v_parent", np.int64),
+                                    ("v_kind", np.int8), ("v_mag", np.int64),
+                                    ("v_definite", bool), ("v_same", bool))}
+    msg_pair = msg("m_pair", np.int64)
+    msg_d = msg("m_d", np.int64, keep_buf=keep)
+    if keep:
+        def edge(mfield, ofield, dtype, mfill=None):
+            pieces = []
+            for q in parts:
+                m = q["m_n"]
+                pieces.append(q[mfield][:m] if mfill is None else mfill(q, m))
+                pieces.append(q[ofield][:q["o_n"]])
+            out = cat(pieces, dtype)
+            del pieces
+            for q in parts:
+                q[ofield] = None
+                if mfield is not None:
+                    q[mfield] = None
+            return out
+        minmsg = np.int64(opts.min_msg_latency_ns)
+        edges = Edges(edge("m_a", "o_a", np.int32), edge("m_b", "o_b", np.int32),
+                      edge("m_t", "o_t", np.int64),
+                      edge("m_d", "o_u", np.int64, lambda q, m: q["m_d"][:m] - minmsg),
+                      edge(None, "o_l", np.int64, lambda q, m: np.full(m, -INF)),
+                      edge(None, "o_type", np.int8, lambda q, m: np.full(m, E_MSG, np.int8)))
     else:
         edges = Edges.empty()
-    n_edges = add("n_edges")
-    S = len(sa.stages) if sa.stages is not None else 0
+    n_edges = sum(q["n_edges"] for q in parts)
+    n_msg = sum(q["n_msg"] for q in parts)
+    n_sync = sum(q["n_sync"] for q in parts)
     return Detection(
         nodes=sa.nodes, stages=sa.stages or [], n_spans=sa.n, n_edges=int(n_edges),
-        edges_by_type={"message": int(add("n_msg")), "sync": int(add("n_sync")),
-                       "start": int(n_edges - add("n_msg") - add("n_sync"))},
-        prow=prow, v_child=cat("v_child"), v_parent=cat("v_parent"), v_kind=cat("v_kind"),
-        v_mag=cat("v_mag"), v_definite=cat("v_definite"), v_same_node=cat("v_same"),
-        pair_edges=add("pair_edges").reshape(K, K), pair_viol=add("pair_viol").reshape(K, K),
-        stage_edges=add("stage_edges").reshape(S, S) if S else None,
-        stage_viol=add("stage_viol").reshape(S, S) if S else None,
+        edges_by_type={"message": int(n_msg), "sync": int(n_sync),
+                       "start": int(n_edges - n_msg - n_sync)},
+        prow=prow, v_child=v["v_child"], v_parent=v["v_parent"], v_kind=v["v_kind"],
+        v_mag=v["v_mag"], v_definite=v["v_definite"], v_same_node=v["v_same"],
+        pair_edges=add("pair_edges", K * K).reshape(K, K),
+        pair_viol=add("pair_viol", K * K).reshape(K, K),
+        stage_edges=add("stage_edges", S * S).reshape(S, S) if S else None,
+        stage_viol=add("stage_viol", S * S).reshape(S, S) if S else None,
         window_start_ns=tmin + np.arange(nwin, dtype=np.int64) * wns, window_ns=int(wns),
-        window_edges=add("win_edges"), window_viol=add("win_viol"),
-        msg_pair=cat("msg_pair"), msg_d=cat("msg_d"), edges=edges, warnings=w)
-
+        window_edges=add("win_edges", nwin), window_viol=add("win_viol", nwin),
+        msg_pair=msg_pair, msg_d=msg_d, edges=edges, warnings=w)
 
 # --- correction ---------------------------------------------------------------------
 
