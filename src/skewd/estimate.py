@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from skewd._regress import Series
 
@@ -48,8 +49,12 @@ from skewd._regress import Series
 SOURCE_ORDER = ("missing", "user", "kernel", "hardware")
 
 
+_RANK = {s: i for i, s in enumerate(SOURCE_ORDER)}
+
+
 def worst_source(*sources: str) -> str:
-    return min(sources, key=lambda s: SOURCE_ORDER.index(s) if s in SOURCE_ORDER else 0)
+    """The worst of the sources (an unknown one counts as "missing")."""
+    return min(sources, key=lambda s: _RANK.get(s, 0))
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,7 @@ class EstimatorStats:
     steps: int = 0
 
 
-@dataclass(frozen=True)
-class _Fit:
+class _Fit(NamedTuple):   # a tuple: built after every accepted sample
     t_ref: int          # x = (t - t_ref) / 1e9
     a: float            # offset at t_ref, ns
     b: float            # ns per s (= ppb)

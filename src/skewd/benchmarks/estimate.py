@@ -1,7 +1,7 @@
 """What does one Estimator.add cost? The per-peer estimator fed a synthetic
 peer (5 ms ahead, 20 ppm fast, queueing jitter on a 30 us path, 10 probes/s),
-timed sample by sample: the median, mean and 99th percentile of µs per add, which
-the daemon pays once per exchange."""
+timed sample by sample: the median and 99th percentile of µs per add (wall clock), and
+the mean CPU time per add, which the daemon pays once per exchange."""
 from __future__ import annotations
 
 import random
@@ -37,15 +37,17 @@ def run(count: int = 3000, repeats: int = 5, progress=None) -> dict:
     for r in range(repeats):
         est = Estimator()
         per = []
+        cpu0 = time.process_time()
         for s in stream:
             t0 = clock()
             e = est.add(s)
             per.append(clock() - t0)
             if r == 0 and e is not None:
                 verdicts[e.verdict] = verdicts.get(e.verdict, 0) + 1
+        # CPU time, so that the machine's other work does not count
+        means.append((time.process_time() - cpu0) / len(stream) * 1e6)
         per.sort()
         medians.append(per[len(per) // 2] / 1000)
-        means.append(sum(per) / len(per) / 1000)
         p99s.append(per[int(len(per) * 0.99)] / 1000)
         if progress:
             progress((r + 1) / repeats)
@@ -58,7 +60,7 @@ def run(count: int = 3000, repeats: int = 5, progress=None) -> dict:
         "results": [
             dict(name="Estimator.add, median", value=f"{med:.1f} us", budget="<= 20 us",
                  ok=med <= 20),
-            dict(name="Estimator.add, mean (what the CPU pays)", value=f"{mean:.1f} us",
+            dict(name="Estimator.add, mean CPU time (incl. timing)", value=f"{mean:.1f} us",
              budget="", ok=True),
         dict(name="Estimator.add, 99th percentile", value=f"{p99:.1f} us", budget="",
                  ok=True),
