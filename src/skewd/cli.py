@@ -606,7 +606,7 @@ def _inject_via_daemon(args) -> int:
 # --- skewd bench -------------------------------------------------------------
 
 BENCHES = {"clocks": "skewd.benchmarks.clocks", "spans": "skewd.benchmarks.spans",
-           "check": "skewd.benchmarks.check"}
+           "check": "skewd.benchmarks.check", "daemon": "skewd.benchmarks.daemon"}
 
 
 @command("bench", "measure what clocks and timestamping cost on this host",
@@ -626,6 +626,9 @@ def cmd_bench(args) -> int:
     kw = {"repeats": 5 if args.quick else args.repeats}
     if args.which == "clocks":
         kw["tsc_seconds"] = 2.0 if args.quick else 10.0
+    if args.which == "daemon":
+        kw["repeats"] = 1 if args.quick else min(kw["repeats"], 3)
+        kw["seconds"] = 5.0 if args.quick else 20.0
     if args.which == "check":
         kw["repeats"] = min(kw["repeats"], 3)
         if args.quick:
@@ -680,7 +683,7 @@ def _experiment_args(p):
                    help="first TCP port of the edges with local hosts (default 0: free ports)")
     p.add_argument("--slot", default=None,
                    help="how long each skew is held before the next; skews are visited in "
-                        "interleaved rounds so all see the same machine load (default 50ms; "
+                        "interleaved rounds so all see the same machine load (default 20ms; "
                         "500ms over Kafka)")
     p.add_argument("--seed", default="1", help="seed of the model weights, inputs and order")
     p.add_argument("--json", action="store_true", help="print results as JSON, not a table")
@@ -723,7 +726,7 @@ def experiment_config(args):
     cfg = runner.ExperimentConfig(
         out_dir=args.out, transport=transport, skew_stage=args.skew_stage,
         skews_ns=skews, duration_ns=duration, rate=rate, drift_ppb=drift, hosts=args.hosts,
-        port=_whole("--port", args.port, 0, 65535), slot_ns=parse_duration(args.slot or "50ms"),
+        port=_whole("--port", args.port, 0, 65535), slot_ns=parse_duration(args.slot or "20ms"),
         seed=_whole("--seed", args.seed, 0, 2**31 - 1),
         drift_windows=20 if drift is not None else 10, fault=args.fault).validate()
     return kafkacli.adjust_config(args, cfg).validate()
