@@ -211,9 +211,14 @@ int skw_spancheck_edges(const struct skw_spancheck_cols *c, const struct skw_spa
             if (at < out->m_cap) {
                 out->m_pair[at] = pair;
                 out->m_d[at] = d;
-                out->m_t[at] = sc;
-                out->m_a[at] = np;
-                out->m_b[at] = nc;
+                if (o->keep_edges) {
+                    out->me_a[at] = np;
+                    out->me_b[at] = nc;
+                    out->me_t[at] = sc;
+                    out->me_u[at] = sub(d, o->min_msg_ns);
+                    out->me_l[at] = -SKW_SPANCHECK_INF;
+                    out->me_type[at] = SKW_SPANCHECK_E_MSG;
+                }
             }
         } else if (o->keep_edges) {
             const int64_t at = on++;

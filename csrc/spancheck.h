@@ -74,17 +74,22 @@ struct skw_spancheck_opts {
 /* What one range yields. Violations go to three regions of the v_* arrays,
  * one per kind in the order before-parent, negative transport, ends after
  * (region k starts at v_base[k] and holds v_cap[k]); cross-node message
- * edges to m_*, other cross-node edges to o_* (when keep_edges). The counts
- * v_n, m_n, o_n are complete even when a region overflows. Histograms are
- * added to (the caller zeroes them): pair_* (nnodes^2, parent node x child
- * node), stage_* (nstages^2, when stage), win_* (nwin, cross-node edges). */
+ * edges to m_* (node pair, one-way delay) and, when keep_edges, as bounds to
+ * me_*; other cross-node edges, when keep_edges, to o_*. The counts v_n,
+ * m_n, o_n are complete even when a region overflows, so a first run with
+ * no room (caps 0) counts what a second run writes into exactly sized
+ * arrays. Histograms are added to (the caller zeroes them): pair_* (nnodes^2,
+ * parent node x child node), stage_* (nstages^2, when stage), win_* (nwin,
+ * cross-node edges). */
 struct skw_spancheck_out {
     int64_t *v_child, *v_parent, *v_mag;
     int8_t *v_kind;
     uint8_t *v_definite, *v_same;
     int64_t v_base[3], v_cap[3], v_n[3];
-    int64_t *m_pair, *m_d, *m_t;
-    int32_t *m_a, *m_b;
+    int64_t *m_pair, *m_d;
+    int32_t *me_a, *me_b;
+    int64_t *me_t, *me_u, *me_l;
+    int8_t *me_type;
     int64_t m_cap, m_n;
     int32_t *o_a, *o_b;
     int64_t *o_t, *o_u, *o_l;

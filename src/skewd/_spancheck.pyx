@@ -179,9 +179,10 @@ cdef class EdgeCheck:
     def run(self, int64_t lo, int64_t hi, dict out):
         """Check the edges of children [lo, hi) into out's arrays (v_child,
         v_parent, v_mag, v_kind, v_definite, v_same with v_base/v_cap;
-        m_pair, m_d, m_t, m_a, m_b; o_a, o_b, o_t, o_u, o_l, o_type;
-        pair_edges, pair_viol, stage_edges, stage_viol, win_edges,
-        win_viol). Returns (fits, v_n, m_n, o_n, n_edges, n_msg, n_sync)."""
+        m_pair, m_d and me_a, me_b, me_t, me_u, me_l, me_type with m_cap;
+        o_a, o_b, o_t, o_u, o_l, o_type with o_cap; pair_edges, pair_viol,
+        stage_edges, stage_viol, win_edges, win_viol). Returns (fits, v_n,
+        m_n, o_n, n_edges, n_msg, n_sync)."""
         if lo < 0 or hi < lo or hi > self.n:
             raise ValueError("bad row range")
         cdef skw_spancheck_out r
@@ -203,10 +204,16 @@ cdef class EdgeCheck:
         r.m_n = 0
         r.m_pair = <int64_t *>_addr(out["m_pair"], np.int64, r.m_cap, "m_pair")
         r.m_d = <int64_t *>_addr(out["m_d"], np.int64, r.m_cap, "m_d")
-        r.m_t = <int64_t *>_addr(out["m_t"], np.int64, r.m_cap, "m_t")
-        r.m_a = <int32_t *>_addr(out["m_a"], np.int32, r.m_cap, "m_a")
-        r.m_b = <int32_t *>_addr(out["m_b"], np.int32, r.m_cap, "m_b")
+        cdef Py_ssize_t me = r.m_cap if self.o.keep_edges else 0
+        r.me_a = <int32_t *>_addr(out["me_a"], np.int32, me, "me_a")
+        r.me_b = <int32_t *>_addr(out["me_b"], np.int32, me, "me_b")
+        r.me_t = <int64_t *>_addr(out["me_t"], np.int64, me, "me_t")
+        r.me_u = <int64_t *>_addr(out["me_u"], np.int64, me, "me_u")
+        r.me_l = <int64_t *>_addr(out["me_l"], np.int64, me, "me_l")
+        r.me_type = <int8_t *>_addr(out["me_type"], np.int8, me, "me_type")
         r.o_cap = out["o_cap"]
+        if r.o_cap and not self.o.keep_edges:
+            raise ValueError("o_cap: other edges are only written when edges are kept")
         r.o_n = 0
         r.o_a = <int32_t *>_addr(out["o_a"], np.int32, r.o_cap, "o_a")
         r.o_b = <int32_t *>_addr(out["o_b"], np.int32, r.o_cap, "o_b")

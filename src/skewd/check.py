@@ -535,40 +535,30 @@ class Detection:
 
 _CHUNK = 1 << 20
 
-#: first guesses of how many of a range's rows yield each output (grown from
-#: what earlier ranges found; a range that overflows is checked again)
-_GUESS = {"v": (0.02, 0.05, 0.02), "m": 0.3, "o": 0.3}
+
+def _hists(K: int, S: int, nwin: int) -> dict:
+    z = np.zeros
+    return {"pair_edges": z(K * K, np.int64), "pair_viol": z(K * K, np.int64),
+            "stage_edges": z(S * S, np.int64), "stage_viol": z(S * S, np.int64),
+            "win_edges": z(nwin, np.int64), "win_viol": z(nwin, np.int64)}
 
 
-def _check_range(chk, lo: int, hi: int, K: int, S: int, nwin: int, keep: bool,
-                 guess: dict) -> dict:
-    rows = hi - lo
-    caps = ([int(rows * f) + 64 for f in guess["v"]], int(rows * guess["m"]) + 64,
-            int(rows * guess["o"]) + 64 if keep else 0)
-    for _ in range(2):
-        vc, mc, oc = caps
-        vt = sum(vc)
-        i64, i32 = np.int64, np.int32
-        out = {"v_base": [0, vc[0], vc[0] + vc[1]], "v_cap": vc,
-               "v_child": np.empty(vt, i64), "v_parent": np.empty(vt, i64),
-               "v_mag": np.empty(vt, i64), "v_kind": np.empty(vt, np.int8),
-               "v_definite": np.empty(vt, bool), "v_same": np.empty(vt, bool),
-               "m_cap": mc, "m_pair": np.empty(mc, i64), "m_d": np.empty(mc, i64),
-               "m_t": np.empty(mc, i64), "m_a": np.empty(mc, i32), "m_b": np.empty(mc, i32),
-               "o_cap": oc, "o_a": np.empty(oc, i32), "o_b": np.empty(oc, i32),
-               "o_t": np.empty(oc, i64), "o_u": np.empty(oc, i64), "o_l": np.empty(oc, i64),
-               "o_type": np.empty(oc, np.int8),
-               "pair_edges": np.zeros(K * K, i64), "pair_viol": np.zeros(K * K, i64),
-               "stage_edges": np.zeros(S * S, i64), "stage_viol": np.zeros(S * S, i64),
-               "win_edges": np.zeros(nwin, i64), "win_viol": np.zeros(nwin, i64)}
-        fits, vn, mn, on, n_edges, n_msg, n_sync = chk.run(lo, hi, out)
-        if fits:
-            break
-        caps = (list(vn), mn, on)
-    if rows:
-        guess["v"] = tuple(max(g, 1.25 * x / rows) for g, x in zip(guess["v"], vn))
-        guess["m"] = max(guess["m"], 1.25 * mn / rows)
-        guess["o"] = max(guess["o"], 1.25 * on / rows)
+_EDGE_FIELDS = (("a", np.int32), ("b", np.int32), ("t", np.int64), ("u", np.int64),
+                ("l", np.int64), ("type", np.int8))
+_V_FIELDS = (("v_child", np.int64), ("v_parent", np.int64), ("v_mag", np.int64),
+             ("v_kind", np.int8), ("v_definite", bool), ("v_same", bool))
+
+
+def _count_range(chk, lo: int, hi: int, K: int, S: int, nwin: int) -> dict:
+    """First pass over a range: its histograms, and how much it yields."""
+    e64, e32, e8 = np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int8)
+    out = {"v_base": [0, 0, 0], "v_cap": [0, 0, 0], "m_cap": 0, "o_cap": 0,
+           "v_child": e64, "v_parent": e64, "v_mag": e64, "v_kind": e8,
+           "v_definite": np.empty(0, bool), "v_same": np.empty(0, bool),
+           "m_pair": e64, "m_d": e64, "me_a": e32, "me_b": e32, "me_t": e64, "me_u": e64,
+           "me_l": e64, "me_type": e8, "o_a": e32, "o_b": e32, "o_t": e64, "o_u": e64,
+           "o_l": e64, "o_type": e8, **_hists(K, S, nwin)}
+    _, vn, mn, on, n_edges, n_msg, n_sync = chk.run(lo, hi, out)
     out.update(v_n=vn, m_n=mn, o_n=on, n_edges=n_edges, n_msg=n_msg, n_sync=n_sync)
     return out
 
@@ -577,10 +567,11 @@ def detect(sa: SpanArrays, prow: np.ndarray | None = None, opts: CheckOptions = 
            *, node_unc: np.ndarray | None = None, warnings: Warnings | None = None) -> Detection:
     """Check every parent/child edge of the table (see module docstring).
 
-    One pass in C (csrc/spancheck.c) over cache-sized row ranges on two
-    threads; each range yields its violations (before-parent, negative
-    transport, ends-after), its cross-node edges and its histograms, which
-    are joined here in row-range order."""
+    Two passes in C (csrc/spancheck.c) over cache-sized row ranges on two
+    threads: the first counts what each range yields (and fills the
+    histograms), the second writes each range's violations (before-parent,
+    negative transport, ends-after), message delays and cross-node edges
+    straight into their place in the result arrays, in row-range order."""
     w = warnings if warnings is not None else Warnings()
     if prow is None:
         prow = link_parents(sa, w)
@@ -593,8 +584,9 @@ def detect(sa: SpanArrays, prow: np.ndarray | None = None, opts: CheckOptions = 
     nwin = max(1, int(opts.windows))
     wns = max(1, -(-(tmax - tmin + 1) // nwin))
     keep = bool(opts.keep_edges)
-    parts = []
-    if sa.n and K:
+    ranges = [(lo, min(sa.n, lo + _CHUNK)) for lo in range(0, sa.n, _CHUNK)] if K else []
+    counts = []
+    if ranges:
         chk = _spancheck.EdgeCheck(
             np.ascontiguousarray(prow, np.int64), np.ascontiguousarray(sa.kind, np.int8),
             np.ascontiguousarray(sa.node, np.int32),
@@ -605,63 +597,39 @@ def detect(sa: SpanArrays, prow: np.ndarray | None = None, opts: CheckOptions = 
             None if node_unc is None else np.ascontiguousarray(node_unc, np.int64),
             np.ascontiguousarray(sa.res_node, np.int64), K, S,
             int(opts.min_msg_latency_ns), int(opts.min_rpc_latency_ns), tmin, int(wns), nwin, keep)
-        guess = dict(_GUESS)
-        parts = _pool_run([lambda r=r: _check_range(chk, r[0], r[1], K, S, nwin, keep, guess)
-                           for r in ((lo, min(sa.n, lo + _CHUNK))
-                                     for lo in range(0, sa.n, _CHUNK))])
+        counts = _pool_run([lambda r=r: _count_range(chk, r[0], r[1], K, S, nwin)
+                            for r in ranges])
+    # where each range's output goes
+    nv = [sum(q["v_n"]) for q in counts]
+    nm = [q["m_n"] for q in counts]
+    ne = [q["m_n"] + q["o_n"] for q in counts] if keep else [0] * len(counts)
+    voff, moff, eoff = (np.concatenate([[0], np.cumsum(x, dtype=np.int64)]).astype(int)
+                        for x in (nv or [0], nm or [0], ne or [0]))
+    v = {f: np.empty(int(voff[-1]), t) for f, t in _V_FIELDS}
+    msg_pair, msg_d = np.empty(int(moff[-1]), np.int64), np.empty(int(moff[-1]), np.int64)
+    e = {f: np.empty(int(eoff[-1]) if keep else 0, t) for f, t in _EDGE_FIELDS}
 
-    # joined field by field, each range's buffer dropped once joined, so the
-    # ranges' outputs and the joined arrays are never all held at once
-    def cat(pieces, dtype):
-        return np.concatenate([np.empty(0, dtype)] + pieces).astype(dtype, copy=False)
-
-    def viol(name, dtype):
-        out = cat([q[name][b:b + k] for q in parts for b, k in zip(q["v_base"], q["v_n"])],
-                  dtype)
-        for q in parts:
-            q[name] = None
-        return out
-
-    def msg(name, dtype, keep_buf=False):
-        out = cat([q[name][:q["m_n"]] for q in parts], dtype)
-        if not keep_buf:
-            for q in parts:
-                q[name] = None
-        return out
+    def fill(i):
+        (lo, hi), q = ranges[i], counts[i]
+        vn, mn, on = q["v_n"], q["m_n"], q["o_n"] if keep else 0
+        out = {"v_base": [0, vn[0], vn[0] + vn[1]], "v_cap": list(vn), "m_cap": mn,
+               "o_cap": on, "m_pair": msg_pair[moff[i]:moff[i] + mn],
+               "m_d": msg_d[moff[i]:moff[i] + mn], **_hists(K, S, nwin)}
+        out.update({f: a[voff[i]:voff[i + 1]] for f, a in v.items()})
+        e0 = eoff[i] if keep else 0
+        out.update({"me_" + f: a[e0:e0 + (mn if keep else 0)] for f, a in e.items()})
+        out.update({"o_" + f: a[e0 + mn:e0 + mn + on] if keep else a for f, a in e.items()})
+        if not chk.run(lo, hi, out)[0]:
+            raise RuntimeError("edge check: a range yielded more in its second pass")
+    if counts:
+        _pool_run([lambda i=i: fill(i) for i in range(len(ranges))])
+    edges = Edges(e["a"], e["b"], e["t"], e["u"], e["l"], e["type"]) if keep else Edges.empty()
 
     def add(name, size):
-        return sum((q[name] for q in parts), np.zeros(size, np.int64))
-
-    v = {f: viol(f, t) for f, t in (("v_child", np.int64), ("v_parent", np.int64),
-                                    ("v_kind", np.int8), ("v_mag", np.int64),
-                                    ("v_definite", bool), ("v_same", bool))}
-    msg_pair = msg("m_pair", np.int64)
-    msg_d = msg("m_d", np.int64, keep_buf=keep)
-    if keep:
-        def edge(mfield, ofield, dtype, mfill=None):
-            pieces = []
-            for q in parts:
-                m = q["m_n"]
-                pieces.append(q[mfield][:m] if mfill is None else mfill(q, m))
-                pieces.append(q[ofield][:q["o_n"]])
-            out = cat(pieces, dtype)
-            del pieces
-            for q in parts:
-                q[ofield] = None
-                if mfield is not None:
-                    q[mfield] = None
-            return out
-        minmsg = np.int64(opts.min_msg_latency_ns)
-        edges = Edges(edge("m_a", "o_a", np.int32), edge("m_b", "o_b", np.int32),
-                      edge("m_t", "o_t", np.int64),
-                      edge("m_d", "o_u", np.int64, lambda q, m: q["m_d"][:m] - minmsg),
-                      edge(None, "o_l", np.int64, lambda q, m: np.full(m, -INF)),
-                      edge(None, "o_type", np.int8, lambda q, m: np.full(m, E_MSG, np.int8)))
-    else:
-        edges = Edges.empty()
-    n_edges = sum(q["n_edges"] for q in parts)
-    n_msg = sum(q["n_msg"] for q in parts)
-    n_sync = sum(q["n_sync"] for q in parts)
+        return sum((q[name] for q in counts), np.zeros(size, np.int64))
+    n_edges = sum(q["n_edges"] for q in counts)
+    n_msg = sum(q["n_msg"] for q in counts)
+    n_sync = sum(q["n_sync"] for q in counts)
     return Detection(
         nodes=sa.nodes, stages=sa.stages or [], n_spans=sa.n, n_edges=int(n_edges),
         edges_by_type={"message": int(n_msg), "sync": int(n_sync),
@@ -675,6 +643,7 @@ def detect(sa: SpanArrays, prow: np.ndarray | None = None, opts: CheckOptions = 
         window_start_ns=tmin + np.arange(nwin, dtype=np.int64) * wns, window_ns=int(wns),
         window_edges=add("win_edges", nwin), window_viol=add("win_viol", nwin),
         msg_pair=msg_pair, msg_d=msg_d, edges=edges, warnings=w)
+
 
 # --- correction ---------------------------------------------------------------------
 

@@ -40,9 +40,12 @@ cdef extern from "spancheck.h" nogil:
         int64_t v_n[3]
         int64_t *m_pair
         int64_t *m_d
-        int64_t *m_t
-        int32_t *m_a
-        int32_t *m_b
+        int32_t *me_a
+        int32_t *me_b
+        int64_t *me_t
+        int64_t *me_u
+        int64_t *me_l
+        int8_t *me_type
         int64_t m_cap
         int64_t m_n
         int32_t *o_a
