@@ -212,5 +212,5 @@ def test_detection_rate_5m_spans():
         det = ck.detect(sa, ck.link_parents(sa))
         best = min(best, time.perf_counter() - t0)
     assert det.n_edges == t.num_rows - 5_000_000 // 14
-    # the budget is 10 M/s on a quiet machine; shared CI gets slack
-    assert t.num_rows / best > 2e6
+    # the budget is 10 M/s on a quiet machine (about 50 M/s measured); shared CI gets slack
+    assert t.num_rows / best > 5e6

@@ -236,7 +236,8 @@ def format(res: dict) -> str:
                      r["peer"] + (f" ({r['peer_s']:.2f} s)" if r["peer_s"] else ""),
                      f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-",
                      r["budget"], "ok" if r["ok"] else "OVER"])
-    head = (f"violation detection, medians of {res['repeats']} repeats; table "
+    runs = ", ".join(f"{t:.2f}" for t in res["worker"]["ours_s"])
+    head = (f"violation detection, medians of {res['repeats']} repeats (each: {runs} s); table "
             f"{res['table_bytes'] / 2**30:.2f} GiB, peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB "
             f"({res['host']['cpus']} CPUs, Python {res['host']['python']})")
     return head + "\n" + table(rows, ["what", "time", "throughput", "peer (same run)", "ratio",
