@@ -114,6 +114,16 @@ def _components(K: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             comp[x] = comp[comp[x]]
             x = comp[x]
         return x
+    # each node pair once (a component's root is its smallest node whatever
+    # the order the pairs come in)
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    if K <= 4096:
+        seen = np.zeros((K, K), bool)
+        seen[a, b] = True
+        a, b = np.nonzero(seen)
+    else:
+        u = np.unique(a * K + b)
+        a, b = u // K, u % K
     for x, y in zip(a.tolist(), b.tolist()):
         rx, ry = find(x), find(y)
         if rx != ry:
