@@ -31,6 +31,7 @@ from skewd.config import Config, Peer
 from skewd.errors import HostError, SkewdError
 from skewd.estimate import Estimate, Estimator
 from skewd.metrics import MetricsServer, Registry
+from skewd.probe import TYPE_REQUEST
 from skewd.sdnotify import Notifier
 from skewd.skewclock import SkewedClock
 from skewd.statepage import Measurement, StatePage
@@ -233,6 +234,9 @@ class Daemon:
         if not cfg.peers:
             self._set_ready("serving; no peers configured")
         self.notifier.status(f"starting: {len(cfg.peers)} peer(s)")
+        # descriptors, not objects: select() would call two Python fileno()s per wakeup
+        sock_fd, control_fd = self.sock.fileno(), self.control.fileno()
+        fds = [sock_fd, control_fd]
         try:
             while not self.stop_event.is_set():
                 if self._reload:
@@ -241,12 +245,12 @@ class Daemon:
                 now = time.monotonic_ns()
                 timeout = self._timers(now)
                 try:
-                    r, _, _ = select.select([self.sock, self.control], [], [], timeout)
+                    r, _, _ = select.select(fds, [], [], timeout)
                 except InterruptedError:
                     continue
-                if self.sock in r:
+                if sock_fd in r:
                     self._drain_socket()
-                if self.control in r:
+                if control_fd in r:
                     self.control.handle_ready()
         finally:
             self.close()
@@ -302,7 +306,6 @@ class Daemon:
             log.debug("probe %s: %s", rt.peer.name, e)
 
     def _drain_socket(self) -> None:
-        from skewd.probe import TYPE_REQUEST
         for _ in range(512):
             d = self.sock.recv(2048, 0)
             if d is None:
