@@ -258,10 +258,12 @@ class Daemon:
 
     def _timers(self, now: int) -> float:
         cfg = self.cfg
-        jump = self.steps.check()
-        if jump is not None:
-            self._clock_stepped(jump)
         if now >= self._next_probe:
+            # a step is looked for before each round of probes goes out, so
+            # no exchange is stamped across one unnoticed
+            jump = self.steps.check()
+            if jump is not None:
+                self._clock_stepped(jump)
             for rt in self.peers.values():
                 if now >= rt.next_probe:
                     self._probe(rt, now)
@@ -450,7 +452,10 @@ class Daemon:
         data = gossip.encode(gossip.Report(self.cfg.node, clocks.realtime_ns(), tuple(entries)), key)
         for rt in self.peers.values():
             try:
-                self.sock.send(data, rt.addr)
+                sent = self.sock.send(data, rt.addr)
+                # take its TX stamp off the error queue now: left there it
+                # would wake the loop with nothing to read
+                self.sock.tx_stamp(sent, 100_000)
             except SkewdError:
                 rt.send_errors += 1
 
