@@ -58,13 +58,15 @@ def test_short_run_prints_the_table_and_points_at_the_report(capsys, tmp_path):
     assert f"report: {out}/report.html" in text
     res = json.load(open(os.path.join(out, "results.json")))
     assert [s["skew_ns"] for s in res["analysis"]["skews"]] == [0, 2_000_000]
-    assert res["analysis"]["skews"][0]["daemon_offset_ns"] is None
+    # daemons run by default and measure the model's offset at each skew
+    assert abs(res["analysis"]["skews"][1]["daemon_offset_ns"] - 2_000_000) < 100_000
     assert res["complete"] is True
     # a second run into the same directory replaces the first one's files
     rc, text, err = _run(capsys, "--out", out, "--skews", "0", "--duration", "500ms",
-                         "--json")
+                         "--json", "--no-daemons")
     assert rc == 0, err
     assert json.loads(text)["config"]["skews_ns"] == [0]
+    assert json.loads(text)["analysis"]["skews"][0]["daemon_offset_ns"] is None
     assert not os.path.exists(os.path.join(out, "rate_vs_skew.png"))
 
 

@@ -28,7 +28,8 @@ def _ours(out_dir):
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sweep") / "out")
-    cfg = runner.ExperimentConfig(out_dir=out, duration_ns=2500 * MS, rate=400)
+    # without daemons: their column stays empty (test_experiment_daemons runs with them)
+    cfg = runner.ExperimentConfig(out_dir=out, duration_ns=2500 * MS, rate=400, daemons=False)
     res = runner.run(cfg)
     files = report.write(res)
     return res, files, out

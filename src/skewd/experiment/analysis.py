@@ -87,6 +87,9 @@ class SkewResult:
     throughput_rps: float | None  # completed / s, of the requests sent at this skew
     latency_p50_ns: float | None
     latency_p99_ns: float | None
+    #: the daemons' single exchanges with the stage inside this skew's slots
+    #: (daemon_offset_ns is their median; measured.py says why exchanges)
+    daemon_exchanges: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,11 @@ class DriftWindow:
     predicted_rate: float | None
     messages: int
     throughput_rps: float | None
+    #: the daemons' estimate of the stage's offset at the middle and its
+    #: drift, and the rate F(measured offset) predicts from it
+    daemon_offset_ns: float | None = None
+    daemon_drift_ppm: float | None = None
+    daemon_predicted_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,10 @@ class Analysis:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: (skew_ns, predicted rate) on a fine grid, for plotting F as a curve
     curve: tuple[tuple[int, float], ...] = ()
+    #: drift runs: the stage's drift as the daemons measured it over the
+    #: whole ramp (median over the measuring nodes) and how many measured it
+    daemon_drift_ppm: float | None = None
+    daemon_drift_nodes: int = 0
 
 
 def _col(table, name):
@@ -258,10 +270,14 @@ def _in_phases(t: np.ndarray, phases: list[Phase]) -> np.ndarray:
 
 def analyse(spans, source, sink, stage: str, plan: list[Phase],
             daemon_offsets: dict[int, int | None] | None = None,
-            drift_windows: int = 10, end_ns: int | None = None) -> Analysis:
+            drift_windows: int = 10, end_ns: int | None = None,
+            daemon=None) -> Analysis:
     """spans: the span table (or None); source: table (req_id, t_source_ns);
     sink: table (req_id, t_source_ns, t_sink_ns, correct); end_ns: where the
-    data stops when the run ended early (phases after it are partial)."""
+    data stops when the run ended early (phases after it are partial);
+    daemon: what the run's daemons measured (measured.DaemonView), which
+    fills the daemon columns (daemon_offsets: per-skew offsets given
+    directly, where there is no view)."""
     notes = []
     samples = edge_samples(spans, stage, plan)
     inbound_first = edges_of(stage)[0] is not None
@@ -313,11 +329,14 @@ def analyse(spans, source, sink, stage: str, plan: list[Phase],
 
     skews = []
     values = sorted({p.offset_ns for p in plan if p.kind == "skew"})
+    per_skew = daemon.per_skew if daemon is not None else {}
     for s in values:
         g = group(s, [p for p in plan if p.kind == "skew" and p.offset_ns == s])
+        dm = per_skew.get(s)
         skews.append(SkewResult(
             skew_ns=s, seconds=g["secs"], injected_offset_ns=s,
-            daemon_offset_ns=(daemon_offsets or {}).get(s),
+            daemon_offset_ns=round(dm.offset_ns) if dm else (daemon_offsets or {}).get(s),
+            daemon_exchanges=dm.exchanges if dm else 0,
             est_skew_ns=g["est"], est_low_ns=g["lo"], est_high_ns=g["hi"],
             rate=g["rate"], predicted_rate=g["pred"], edges=g["stats"],
             sent=g["sent"], received=g["received"], correct=g["correct"],
@@ -336,8 +355,11 @@ def analyse(spans, source, sink, stage: str, plan: list[Phase],
         ramps = [plan[i] for i in ramp_idx]
         n = max(1, drift_windows)
         width = (span_end - first.start_ns) // n
-        for w in range(n):
-            a, b = first.start_ns + w * width, first.start_ns + (w + 1) * width
+        bounds = [(first.start_ns + w * width, first.start_ns + (w + 1) * width)
+                  for w in range(n)]
+        track = daemon.track if daemon is not None else None
+        seen = track.windows(bounds) if track is not None else [None] * n
+        for w, (a, b) in enumerate(bounds):
             if end_ns is not None and a >= end_ns:
                 break
             inside = [Phase("drift", max(a, p.start_ns), min(b, p.end_ns))
@@ -352,13 +374,28 @@ def analyse(spans, source, sink, stage: str, plan: list[Phase],
             secs = sum(p.seconds for p in inside)
             arrivals = int(_in_phases(sink_src, inside).sum())
             mid = (a + b) / 2
+            dw, dpred = seen[w], None
+            if dw is not None:
+                # F(measured offset): each message at the daemons' line
+                # through the window, offset + drift·(t − middle)
+                parts = []
+                for j, es in enumerate(samples):
+                    sel = np.isin(es.phase, ramp_idx) & (es.t >= a) & (es.t < b)
+                    if not sel.any():
+                        continue
+                    x = dw.offset_ns + dw.drift_ppm * 1e3 * (es.t[sel] - mid) / 1e9
+                    parts.append(float(cdfs[j](-x if inbound[j] else x).mean()))
+                dpred = float(sum(parts)) if parts and not any(np.isnan(parts)) else None
             drift.append(DriftWindow(
                 t_s=(mid - first.start_ns) / 1e9,
                 offset_ns=ppb * (mid - r0) / 1e9, est_skew_ns=est,
                 rate=None if any(r is None for r in rates) else float(sum(rates)),
                 predicted_rate=None if any(p is None for p in preds) else float(sum(preds)),
                 messages=sum(e.messages for e in stats),
-                throughput_rps=arrivals / secs if secs > 0 else None))
+                throughput_rps=arrivals / secs if secs > 0 else None,
+                daemon_offset_ns=dw.offset_ns if dw else None,
+                daemon_drift_ppm=dw.drift_ppm if dw else None,
+                daemon_predicted_rate=dpred))
 
     curve = ()
     skew_values = [abs(s) for s in values if s]
@@ -371,6 +408,9 @@ def analyse(spans, source, sink, stage: str, plan: list[Phase],
 
     estimator = ("min-delay bounds on the stage's two edges (θ ≤ min d_in, θ ≥ −min d_out; "
                  "its neighbours share one unskewed clock), middle of the interval")
+    fin = daemon.track.final() if daemon is not None and daemon.track is not None else None
     return Analysis(tuple(skews), tuple(drift), tuple(baseline),
                     estimator=estimator,
-                    notes=tuple(notes), curve=curve)
+                    notes=tuple(notes), curve=curve,
+                    daemon_drift_ppm=fin[0] if fin else None,
+                    daemon_drift_nodes=fin[2] if fin else 0)

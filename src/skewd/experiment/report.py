@@ -46,14 +46,59 @@ def rows(result) -> tuple[list[str], list[list[str]]]:
     return header, out
 
 
+def _ppm(x) -> str:
+    return "-" if x is None else f"{x:.1f} ppm"
+
+
 def drift_rows(result) -> tuple[list[str], list[list[str]]]:
-    header = ["t", "injected offset", "est. skew (traces)", "negative spans", "predicted",
-              "messages", "throughput"]
-    out = [[f"{w.t_s:.1f}s", _dur(w.offset_ns), _dur(w.est_skew_ns), _pct(w.rate),
-            _pct(w.predicted_rate), str(w.messages),
+    header = ["t", "injected offset", "daemon offset", "daemon drift", "est. skew (traces)",
+              "negative spans", "predicted", "F(daemon offset)", "messages", "throughput"]
+    out = [[f"{w.t_s:.1f}s", _dur(w.offset_ns), _dur(w.daemon_offset_ns),
+            _ppm(w.daemon_drift_ppm), _dur(w.est_skew_ns), _pct(w.rate),
+            _pct(w.predicted_rate), _pct(w.daemon_predicted_rate), str(w.messages),
             "-" if w.throughput_rps is None else f"{w.throughput_rps:.0f}/s"]
            for w in result.analysis.drift]
     return header, out
+
+
+def daemon_lines(result) -> list[str]:
+    """What the daemons measured, in sentences: per skew against the
+    injection; for a drift run, the drift and how it explains the rate."""
+    a = result.analysis
+    stage = result.config["skew_stage"]
+    lines = []
+    got = [s for s in a.skews if s.daemon_offset_ns is not None]
+    if got:
+        worst = max(got, key=lambda s: abs(s.daemon_offset_ns - s.skew_ns))
+        lines.append(
+            f"daemon offset against the injected skew: at most "
+            f"{format_duration(abs(worst.daemon_offset_ns - worst.skew_ns))} apart (at "
+            f"{format_duration(worst.skew_ns)}), from {min(s.daemon_exchanges for s in got)}"
+            f"-{max(s.daemon_exchanges for s in got)} exchanges per skew")
+    injected = result.config.get("drift_ppb")
+    if a.daemon_drift_ppm is not None and injected:
+        inj = injected / 1000
+        lines.append(
+            f"drift: the daemons measured {stage}'s clock drifting at {a.daemon_drift_ppm:.2f} "
+            f"ppm (injected {inj:g} ppm, {(a.daemon_drift_ppm / inj - 1) * 100:+.1f} %; "
+            f"median of {a.daemon_drift_nodes} nodes' estimators)")
+        ws = [w for w in a.drift if w.daemon_offset_ns is not None and w.rate is not None
+              and w.daemon_predicted_rate is not None and w.messages]
+        if ws:
+            n = sum(w.messages for w in ws)
+            meas = sum(w.rate * w.messages for w in ws) / n
+            pred = sum(w.daemon_predicted_rate * w.messages for w in ws) / n
+            gaps = sorted(abs(w.rate - w.daemon_predicted_rate) for w in ws)
+            lines.append(
+                f"the drift explains the rate: as the measured offset grew from "
+                f"{format_duration(ws[0].daemon_offset_ns)} to "
+                f"{format_duration(ws[-1].daemon_offset_ns)}, the negative-span rate went from "
+                f"{ws[0].rate * 100:.1f} % to {ws[-1].rate * 100:.1f} %; the rate predicted "
+                f"from the measured offset, F(measured offset) with F the skew-0 delays, is "
+                f"{pred * 100:.1f} % over the ramp against {meas * 100:.1f} % measured "
+                f"({(meas - pred) * 100:+.1f} points; window by window the median gap is "
+                f"{gaps[len(gaps) // 2] * 100:.1f} points, the largest {gaps[-1] * 100:.1f})")
+    return lines
 
 
 def _summary_lines(result) -> list[str]:
@@ -69,6 +114,7 @@ def _summary_lines(result) -> list[str]:
                  "predicted: F(±skew) from the skew-0 delays")
     lines.append(f"est. skew: {a.estimator}")
     lines.append(f"daemon: {result.daemon}")
+    lines.extend(daemon_lines(result))
     lines.extend(a.notes)
     return lines
 
@@ -190,12 +236,20 @@ def plots(result) -> dict[str, bytes]:
                  label="injected offset")
         ax2.plot(t, [None if w.est_skew_ns is None else w.est_skew_ns / 1e3 for w in dr],
                  ".", color="tab:olive", label="est. skew (traces)")
+        if any(w.daemon_offset_ns is not None for w in dr):
+            ax2.plot(t, [None if w.daemon_offset_ns is None else w.daemon_offset_ns / 1e3
+                         for w in dr], "x", color="tab:purple", label="daemon offset")
+            ax.plot(t, [None if w.daemon_predicted_rate is None else 100 * w.daemon_predicted_rate
+                        for w in dr], ":", color="tab:purple", label="F(daemon offset)")
         ax2.set_ylabel("skew (µs)")
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
-        ax.set_title(f"drift {result.config['drift_ppb'] / 1000:g} ppm at "
-                     f"{result.config['skew_stage']}")
+        title = (f"drift {result.config['drift_ppb'] / 1000:g} ppm at "
+                 f"{result.config['skew_stage']}")
+        if result.analysis.daemon_drift_ppm is not None:
+            title += f" (daemons measured {result.analysis.daemon_drift_ppm:.1f} ppm)"
+        ax.set_title(title)
         out["drift"] = _png(fig)
         plt.close(fig)
     return out
@@ -224,7 +278,9 @@ def to_html(result, images: dict[str, bytes]) -> str:
                _pct(e.predicted), _dur(e.min_delay_ns)] for s in a.skews for e in s.edges]
         parts.append("<h3>Per edge</h3>" + _html_table(eh, er))
     if a.drift:
-        parts.append("<h2>Drift</h2>" + _html_table(*drift_rows(result)))
+        parts.append("<h2>Drift</h2>" + _html_table(*drift_rows(result)) + "".join(
+            f"<p>{html.escape(l)}</p>" for l in daemon_lines(result) if l.startswith(
+                ("drift:", "the drift explains"))))
     for key in ("rate", "throughput", "drift"):
         if key in images:
             data = base64.b64encode(images[key]).decode()
@@ -238,8 +294,9 @@ def to_html(result, images: dict[str, bytes]) -> str:
     cfg = html.escape(json.dumps(_clean(result.config), indent=2))
     tr = html.escape(json.dumps(_clean(result.transport), indent=2))
     hosts = html.escape(json.dumps(_clean(result.hosts), indent=2))
+    dmn = html.escape(json.dumps(_clean(getattr(result, "daemons", {}) or {}), indent=2))
     parts.append(f"<h2>Configuration</h2><pre>{cfg}</pre><h3>Transport</h3><pre>{tr}</pre>"
-                 f"<h3>Hosts</h3><pre>{hosts}</pre>"
+                 f"<h3>Hosts</h3><pre>{hosts}</pre><h3>Daemons</h3><pre>{dmn}</pre>"
                  f"<p>Span logs: <code>logs/</code>; results: <code>results.json</code>.</p>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0;font-size:90%}"

@@ -115,6 +115,12 @@ class ExperimentConfig:
     transport_settings: dict = field(default_factory=dict)
     drift_windows: int = 10
     fault: str | None = None              # testing: "NODE:after=N" kills NODE
+    #: a `skewd daemon` beside every node (experiment/daemons.py), measuring
+    #: the skewed stage against `daemon_reference` (None: the source, or the
+    #: sink when the source is skewed) every `daemon_interval_ns`
+    daemons: bool = True
+    daemon_reference: str | None = None
+    daemon_interval_ns: int = 100_000_000
 
     def validate(self) -> "ExperimentConfig":
         parse_stage(self.skew_stage)
@@ -143,7 +149,17 @@ class ExperimentConfig:
                     raise UsageError(f"skew {format_duration(s)} is beyond ±10s")
         if self.fault is not None:
             _parse_fault(self.fault)
+        if self.daemon_reference is not None:
+            from skewd.experiment.daemons import check_reference
+            check_reference(self.daemon_reference, self.skew_stage, STAGES)
+        if not 1_000_000 <= self.daemon_interval_ns <= 10_000_000_000:
+            raise UsageError("--daemon-interval must lie between 1ms and 10s")
         return self
+
+    def reference(self) -> str:
+        """The daemons' reference node."""
+        from skewd.experiment.daemons import default_reference
+        return self.daemon_reference or default_reference(self.skew_stage, STAGES)
 
 
 def _parse_fault(text: str) -> tuple[str, int]:
@@ -185,9 +201,9 @@ class ExperimentResult:
     #: CPU seconds each node used from the end of the warmup to the end of
     #: the plan ("nodes_s"), over "window_s" seconds
     cpu: dict = field(default_factory=dict)
-    daemon: str = ("no daemon ran on the nodes: the offset measured by skewd's daemon is "
-                   "left empty (the runner does not start one per node yet; it reads any "
-                   "measurement found on the skewed node's clock-state page)")
+    daemon: str = "no daemons ran (--no-daemons): the offset measured by skewd's daemon is left empty"
+    #: the daemons: reference, probe interval, per node its address, peers and end
+    daemons: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -371,14 +387,17 @@ def read_records(path: str):
 
 def read_spans(log_dir: str) -> tuple:
     """(all span logs of the run or None where there are none, the warnings
-    reading them gave: torn tails of killed writers and the like)."""
+    reading them gave: torn tails of killed writers and the like). The
+    daemons' offset logs (offsets-*.arrow) share the directory."""
+    import glob
     import warnings
-    if not os.path.isdir(log_dir) or not any(os.scandir(log_dir)):
+    files = sorted(glob.glob(os.path.join(log_dir, "spans-*.arrow")))
+    if not files:
         return None, []
     from skewd import spanlog
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = spanlog.read(log_dir)
+        table = spanlog.read(files)
     return table, [str(w.message) for w in caught]
 
 
@@ -453,6 +472,7 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
     namespaces = None
     problems: list[str] = []
     page = None
+    daemons = None
     try:
         if cfg.hosts == "netns":
             from skewd.experiment import netns
@@ -473,6 +493,14 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         page = StatePage(cfg.skew_stage, writable=True, directory=state)
         page.clear_injection()
+        if cfg.daemons:
+            from skewd.experiment.daemons import Daemons
+            daemons = Daemons(STAGES, cfg.skew_stage, cfg.reference(),
+                              interval_ns=cfg.daemon_interval_ns, addresses=addr,
+                              local=namespaces is None, log_dir=logs, status_dir=status,
+                              state_dir=state, env=env,
+                              prefix=namespaces.exec_prefix if namespaces else None)
+            daemons.start()
         for s in STAGES:
             nc = NodeConfig(node=s, stage=s, transport=spec, status_dir=status,
                             log_dir=logs if cfg.instrumented else None, seed=cfg.seed,
@@ -486,6 +514,8 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
                 argv = namespaces.exec_prefix(s) + argv
             sup.start(s, argv, env, os.path.join(status, f"{s}.stderr"))
         sup.wait_ready(60.0)
+        if daemons is not None:
+            daemons.wait_up(30.0)
 
         t0 = clocks.realtime_ns() + 100_000_000
         plan = make_plan(cfg, t0)
@@ -493,14 +523,13 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
         page.set_injection(plan[0].segment(), plan[1].segment() if len(plan) > 1 else NO_SEGMENT)
         written = 0
         late: set[int] = set()
-        daemon: dict[int, int | None] = {}
         sup.go(t0, t_end)
         failed_at = None
         cpu0 = None
         while True:
             now = clocks.realtime_ns()
             if cpu0 is None and len(plan) > 1 and now >= plan[1].start_ns:
-                cpu0 = (now, sup.cpu_seconds())
+                cpu0 = (now, sup.cpu_seconds(), daemons.cpu_seconds() if daemons else {})
             dead = sup.dead()
             if dead:
                 failed_at = now
@@ -521,10 +550,11 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
                 if k + 1 < len(plan) and clocks.realtime_ns() >= plan[k + 1].start_ns:
                     late.add(k + 1)
                 written = k
-            if plan[k].kind == "skew":
-                m = page.snapshot().measurement
-                if m is not None:
-                    daemon[plan[k].offset_ns] = m.offset_ns
+            if daemons is not None:
+                for n in daemons.dead():
+                    problems.append(f"the daemon of node {n} {daemons.failed[n]} "
+                                    f"{(now - t0) / 1e9:.2f}s into the run; the run went on "
+                                    f"without it")
             if progress:
                 progress(min(0.99, (now - t0) / max(1, t_end - t0)))
             time.sleep(0.005)
@@ -535,6 +565,10 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
             cpu = {"window_s": (ended - cpu0[0]) / 1e9,
                    "nodes_s": {n: round(c1[n] - cpu0[1][n], 4)
                                for n in c1 if n in cpu0[1]}}
+            if daemons is not None:
+                d1 = daemons.cpu_seconds()
+                cpu["daemons_s"] = {n: round(d1[n] - cpu0[2][n], 4)
+                                    for n in d1 if n in cpu0[2]}
         if failed_at is None:
             # the source sends end-of-stream at t_end; every stage passes it on and exits
             backlog_s = 15.0
@@ -550,11 +584,17 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
         for n in sup.nodes.values():
             if n.killed:
                 problems.append(f"node {n.node} did not stop when asked and was killed")
+        if daemons is not None:
+            for n in daemons.dead():   # died while the pipeline drained
+                problems.append(f"the daemon of node {n} {daemons.failed[n]}")
+            for n in daemons.stop():
+                problems.append(f"the daemon of node {n} did not stop when asked and was "
+                                f"killed; its last offsets are lost")
         if progress:
             progress(1.0)
         plan = [replace(p, kind="late") if i in late else p for i, p in enumerate(plan)]
         result = _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended,
-                         failed_at, problems, daemon, cpu)
+                         failed_at, problems, daemons, cpu)
         if late:
             note = (f"{len(late)} of {len(plan)} slots began before the runner could write "
                     f"them (this host was busy) and were left out")
@@ -563,6 +603,8 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
         return result
     finally:
         sup.stop_all(grace_s=3.0)
+        if daemons is not None:
+            daemons.stop(grace_s=3.0)
         if page is not None:
             page.close()
         shutil.rmtree(state, ignore_errors=True)
@@ -581,7 +623,7 @@ def _phase_at(plan: list[Phase], t: int) -> int:
 
 
 def _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended, failed_at,
-            problems, daemon, cpu) -> ExperimentResult:
+            problems, daemons, cpu) -> ExperimentResult:
     missing = []
     outcomes = []
     for s in STAGES:
@@ -632,7 +674,8 @@ def _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended, fail
             if p.kind == "drift" and failed_at < p.end_ns:
                 got = max(0.0, (failed_at - p.start_ns) / 1e9)
                 missing.append(f"drift ramp: {got:.2f}s of {p.seconds:.2f}s recorded")
-    analysis = analyse(spans, source, sink, cfg.skew_stage, plan, daemon_offsets=daemon,
+    view, daemon_line = _daemon_view(cfg, daemons, logs, plan, missing)
+    analysis = analyse(spans, source, sink, cfg.skew_stage, plan, daemon=view,
                        drift_windows=cfg.drift_windows, end_ns=end_ns)
     slow = [s for s in analysis.skews
             if cfg.rate > 0 and s.throughput_rps is not None and s.seconds > 0
@@ -646,4 +689,42 @@ def _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended, fail
         hosts=namespaces.describe() if namespaces else {"mode": "local", "address": "127.0.0.1"},
         analysis=analysis, complete=failed_at is None and not missing and not problems,
         problems=tuple(problems), missing=tuple(missing), nodes=tuple(outcomes),
-        plan=tuple(plan), started_ns=t0, ended_ns=ended, out_dir=cfg.out_dir, cpu=cpu)
+        plan=tuple(plan), started_ns=t0, ended_ns=ended, out_dir=cfg.out_dir, cpu=cpu,
+        **({"daemon": daemon_line, "daemons": daemons.describe()} if daemons else {}))
+
+
+def _daemon_view(cfg, daemons, logs, plan, missing):
+    """(what the daemons measured of the skewed stage, a line saying how),
+    from their offset logs in `logs`; (None, None) without daemons."""
+    import warnings
+    if daemons is None:
+        return None, None
+    from skewd import offsetlog
+    from skewd.experiment import measured
+    for node, why in daemons.start_failures.items():
+        missing.append(f"the daemon of node {node} did not start: {why}")
+    table = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table = offsetlog.read(logs)
+        except SkewdError as e:
+            missing.append(f"offset logs unreadable: {e}")
+    missing.extend(f"offset log: {w.message}" for w in caught)
+    view = measured.measure(table, cfg.skew_stage, plan)
+    if view.exchanges == 0:
+        missing.append(f"no daemon measured stage {cfg.skew_stage}: its offset columns are empty")
+    stamps = sorted({m for m in daemons.stamps.values()}) or ["?"]
+    line = (f"a skewd daemon beside each of the {len(daemons.running())}/{len(daemons.specs)} "
+            f"nodes (probes every {format_duration(cfg.daemon_interval_ns)}, {'/'.join(stamps)} "
+            f"stamps, reference {cfg.reference()}; offset logs in logs/). Daemon offset: the "
+            f"median of the {view.exchanges} single exchanges of the other nodes with "
+            f"{cfg.skew_stage} that lie inside a slot, per skew; each exchange measures the "
+            f"clock at that instant, while an estimate smooths over seconds and cannot follow "
+            f"skews that change every {format_duration(cfg.slot_ns)}")
+    if daemons.late:
+        line += "; " + "; ".join(f"the daemon of {n} {w}" for n, w in daemons.late.items())
+    if view.track is not None:
+        line += ("; drift runs: the daemon's estimator fed the exchanges inside the ramp's "
+                 "slots (what a daemon watching only the drifting clock reports)")
+    return view, line
