@@ -136,7 +136,7 @@ class Daemon:
         self.ready = False
         self.stop_event = threading.Event()
         self._reload = False
-        self._pending: deque[dict] = deque()
+        self._pending: deque[tuple] = deque()
         self.log_error: str | None = None
         self.log_rows_dropped = 0
         self.log_rows_written = 0
@@ -343,19 +343,18 @@ class Daemon:
         rt.last_answer = now
         rt.exchanges += 1
         est = rt.estimator.add(s)
-        self._row(dict(time_ns=s.time_ns, node=self.cfg.node, peer=rt.peer.name, record="exchange",
-                       t1=s.t1, t2=s.t2, t3=s.t3, t4=s.t4, offset_ns=float(s.offset_ns),
-                       delay_ns=float(s.delay_ns), source=s.source,
-                       verdict=est.verdict if est else "accepted"))
+        # rows in offsetlog.COLUMNS order
+        node, peer = self.cfg.node, rt.peer.name
+        self._row((s.time_ns, node, peer, "exchange", s.t1, s.t2, s.t3, s.t4,
+                   float(s.offset_ns), float(s.delay_ns), None, None, None, None, s.source,
+                   est.verdict if est else "accepted"))
         if est is None:
             return
         rt.estimate = est
-        self._row(dict(time_ns=est.time_ns, node=self.cfg.node, peer=rt.peer.name,
-                       record="estimate", offset_ns=float(est.offset_ns),
-                       delay_ns=float(est.delay_ns), uncertainty_ns=float(est.uncertainty_ns),
-                       drift_ppb=float(est.drift_ppm * 1000), samples=est.samples,
-                       jitter_ns=float(est.jitter_ns), source=est.stamp_source,
-                       verdict=est.verdict))
+        self._row((est.time_ns, node, peer, "estimate", None, None, None, None,
+                   float(est.offset_ns), float(est.delay_ns), float(est.uncertainty_ns),
+                   float(est.drift_ppm * 1000), est.samples, float(est.jitter_ns),
+                   est.stamp_source, est.verdict))
         if self.cfg.reference == rt.peer.name:
             # our offset to the reference: ours minus theirs
             self.page.set_measurement(Measurement(
@@ -378,7 +377,7 @@ class Daemon:
 
     # --- logs --------------------------------------------------------------------
 
-    def _row(self, row: dict) -> None:
+    def _row(self, row: tuple) -> None:
         self._pending.append(row)
         while len(self._pending) > MAX_PENDING_ROWS:
             self._pending.popleft()
@@ -387,14 +386,14 @@ class Daemon:
     def flush_logs(self) -> None:
         if not self._pending:
             return
-        from skewd.offsetlog import batch_from_rows
+        from skewd.offsetlog import batch_from_tuples
         if self.writer is None:
             self._open_log(self.cfg)
             if self.writer is None:
                 return
         rows = list(self._pending)
         try:
-            self.writer.write(batch_from_rows(rows))
+            self.writer.write(batch_from_tuples(rows))
         except (OSError, SkewdError) as e:
             self.log_errors += 1
             msg = f"cannot write offset log in {self.cfg.log_dir}: {getattr(e, 'strerror', None) or e}"
