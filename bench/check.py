@@ -6,11 +6,10 @@ against the same check in DuckDB and pandas? Prints a table, writes JSON.
                                     [--pandas-spans 5000000] [--json out.json]
 """
 import argparse
-import json
 import os
 import sys
 
-from skewd.benchmarks import check
+from skewd.benchmarks import check, finish
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--spans", type=int, default=50_000_000, help="table size (default 50M)")
@@ -20,9 +19,4 @@ ap.add_argument("--pandas-spans", type=int, default=5_000_000,
 ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "check.json"))
 a = ap.parse_args()
 res = check.run(spans=a.spans, repeats=a.repeats, pandas_spans=a.pandas_spans)
-print(check.format(res))
-os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-with open(a.json, "w") as f:
-    json.dump(res, f, indent=2)
-print(f"wrote {a.json}")
-sys.exit(0 if res["all_ok"] else 1)
+sys.exit(finish(check, res, a.json))

@@ -4,11 +4,10 @@
     .venv/bin/python bench/daemon.py [--peers 10] [--seconds 20] [--repeats 3]
 """
 import argparse
-import json
 import os
 import sys
 
-from skewd.benchmarks import daemon
+from skewd.benchmarks import daemon, finish
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--peers", type=int, default=10)
@@ -17,9 +16,4 @@ ap.add_argument("--repeats", type=int, default=3)
 ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "daemon.json"))
 a = ap.parse_args()
 res = daemon.run(peers=a.peers, seconds=a.seconds, repeats=a.repeats)
-print(daemon.format(res))
-os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-with open(a.json, "w") as f:
-    json.dump(res, f, indent=2)
-print(f"wrote {a.json}")
-sys.exit(0 if res["all_ok"] else 1)
+sys.exit(finish(daemon, res, a.json))

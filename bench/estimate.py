@@ -4,11 +4,10 @@
     .venv/bin/python bench/estimate.py [--samples 3000] [--repeats 5]
 """
 import argparse
-import json
 import os
 import sys
 
-from skewd.benchmarks import estimate
+from skewd.benchmarks import estimate, finish
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--samples", type=int, default=3000)
@@ -16,9 +15,4 @@ ap.add_argument("--repeats", type=int, default=5)
 ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "estimate.json"))
 a = ap.parse_args()
 res = estimate.run(count=a.samples, repeats=a.repeats)
-print(estimate.format(res))
-os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-with open(a.json, "w") as f:
-    json.dump(res, f, indent=2)
-print(f"wrote {a.json}")
-sys.exit(0 if res["all_ok"] else 1)
+sys.exit(finish(estimate, res, a.json))

@@ -5,11 +5,10 @@ with and without skewd's tracer, alternating runs. Prints a table, writes JSON.
     .venv/bin/python bench/experiment.py [--repeats 5] [--duration 4] [--rate 400] [--json out.json]
 """
 import argparse
-import json
 import os
 import sys
 
-from skewd.benchmarks import experiment
+from skewd.benchmarks import experiment, finish
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--repeats", type=int, default=5)
@@ -18,9 +17,4 @@ ap.add_argument("--rate", type=float, default=400.0, help="the operating rate (r
 ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "experiment.json"))
 a = ap.parse_args()
 res = experiment.run(repeats=a.repeats, duration_s=a.duration, rate=a.rate)
-print(experiment.format(res))
-os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-with open(a.json, "w") as f:
-    json.dump(res, f, indent=2)
-print(f"wrote {a.json}")
-sys.exit(0 if res["all_ok"] else 1)
+sys.exit(finish(experiment, res, a.json))

@@ -6,11 +6,10 @@ every node, alternating runs. Prints a table, writes JSON.
     .venv/bin/python bench/experiment_daemons.py [--repeats 5] [--duration 4] [--rate 400] [--interval 100] [--json out.json]
 """
 import argparse
-import json
 import os
 import sys
 
-from skewd.benchmarks import experiment_daemons
+from skewd.benchmarks import experiment_daemons, finish
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--repeats", type=int, default=5)
@@ -22,9 +21,4 @@ ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "resul
 a = ap.parse_args()
 res = experiment_daemons.run(repeats=a.repeats, duration_s=a.duration, rate=a.rate,
                              interval_ms=a.interval)
-print(experiment_daemons.format(res))
-os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-with open(a.json, "w") as f:
-    json.dump(res, f, indent=2)
-print(f"wrote {a.json}")
-sys.exit(0 if res["all_ok"] else 1)
+sys.exit(finish(experiment_daemons, res, a.json))

@@ -6,11 +6,10 @@ writes JSON. Needs root (network namespaces), chrony, linuxptp, ntplib.
     .venv/bin/python bench/measure.py [--exchanges 200] [--interval 10ms] [--ptp-seconds 15]
 """
 import argparse
-import json
 import os
 import sys
 
-from skewd.benchmarks import measure
+from skewd.benchmarks import measure, finish
 from skewd.units import parse_duration
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -22,9 +21,4 @@ ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "resul
 a = ap.parse_args()
 res = measure.run(repeats=a.repeats, exchanges=a.exchanges,
                   interval_s=parse_duration(a.interval) / 1e9, ptp_seconds=a.ptp_seconds)
-print(measure.format(res))
-os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-with open(a.json, "w") as f:
-    json.dump(res, f, indent=2)
-print(f"wrote {a.json}")
-sys.exit(0 if res["all_ok"] else 1)
+sys.exit(finish(measure, res, a.json))

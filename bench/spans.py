@@ -5,11 +5,10 @@ write spans to Arrow? Prints a table, writes JSON.
     .venv/bin/python bench/spans.py [--repeats 15] [--number 100000] [--json out.json]
 """
 import argparse
-import json
 import os
 import sys
 
-from skewd.benchmarks import spans
+from skewd.benchmarks import spans, finish
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--repeats", type=int, default=15)
@@ -18,9 +17,4 @@ ap.add_argument("--drain-spans", type=int, default=500_000, help="spans per drai
 ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "spans.json"))
 a = ap.parse_args()
 res = spans.run(repeats=a.repeats, number=a.number, drain_spans=a.drain_spans)
-print(spans.format(res))
-os.makedirs(os.path.dirname(a.json) or ".", exist_ok=True)
-with open(a.json, "w") as f:
-    json.dump(res, f, indent=2)
-print(f"wrote {a.json}")
-sys.exit(0 if res["all_ok"] else 1)
+sys.exit(finish(spans, res, a.json))
