@@ -538,6 +538,67 @@ void skw_tracer_wait(struct skw_tracer *t, int64_t timeout_ns)
     pthread_mutex_unlock(&t->lock);
 }
 
+/* Whether a ring holds records. Lock held. */
+static int any_pending(struct skw_tracer *t)
+{
+    for (struct skw_ring *r = t->rings; r != NULL; r = r->next)
+        if (LOAD_ACQ(r->head) != r->tail)
+            return 1;
+    return 0;
+}
+
+int skw_tracer_pending(struct skw_tracer *t)
+{
+    int p;
+    pthread_mutex_lock(&t->lock);
+    p = any_pending(t);
+    pthread_mutex_unlock(&t->lock);
+    return p;
+}
+
+static struct timespec mono_ts(int64_t ns)
+{
+    struct timespec ts;
+    ts.tv_sec = ns / 1000000000LL;
+    ts.tv_nsec = ns % 1000000000LL;
+    return ts;
+}
+
+int skw_tracer_wait_work(struct skw_tracer *t, int64_t interval_ns,
+                         int64_t limit_ns)
+{
+    int64_t now = mono_ns();
+    int64_t due = now + interval_ns, limit = now + limit_ns;
+    int rc;
+
+    if (limit < due)
+        limit = due;
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        struct timespec ts = mono_ts(due < limit ? due : limit);
+        if (!LOAD_ACQ(t->kicked) && !LOAD(t->closed))
+            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+        if (LOAD_ACQ(t->kicked) || LOAD(t->closed)) {
+            STORE_REL(t->kicked, 0);
+            rc = 1;
+            break;
+        }
+        now = mono_ns();
+        if (now >= due && any_pending(t)) {
+            rc = 0;
+            break;
+        }
+        if (now >= limit) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        if (now >= due) /* idle: look again one interval later */
+            due = now + interval_ns;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
 void skw_tracer_stats(struct skw_tracer *t, struct skw_ring_stats *out)
 {
     struct skw_ring *r;

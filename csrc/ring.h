@@ -179,6 +179,15 @@ int skw_tracer_drain(struct skw_tracer *t, struct skw_cols *cols,
 
 /* Drainer side: sleep until kicked or timeout_ns passed. */
 void skw_tracer_wait(struct skw_tracer *t, int64_t timeout_ns);
+/* Drainer side: sleep until a drain is due, without waking the caller while
+ * there is nothing to do. Returns 1 when kicked (a ring half full, close,
+ * skw_tracer_kick), 0 when interval_ns has passed and some ring holds records,
+ * -ETIMEDOUT when limit_ns passed with every ring empty. An idle tracer's
+ * drainer thus wakes once per limit_ns, not once per interval_ns. */
+int skw_tracer_wait_work(struct skw_tracer *t, int64_t interval_ns,
+                         int64_t limit_ns);
+/* Whether any ring holds records not drained yet (takes the mutex). */
+int skw_tracer_pending(struct skw_tracer *t);
 /* Wake the drainer (cheap when nobody waits). */
 void skw_tracer_kick(struct skw_tracer *t);
 

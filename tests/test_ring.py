@@ -235,3 +235,25 @@ def test_closed_core_records_nothing():
     assert s.context.trace_id and core.stats()["recorded"] == 0
     assert core.stats()["ring_errors"] == 1
     assert core.drain(_ring.Columns(4)) == 0
+
+
+def test_wait_work_sleeps_through_idle_intervals_and_wakes_for_records():
+    core = _ring.Core(None, 1024)
+    try:
+        t0 = time.monotonic()
+        assert core.wait_work(0.01, 0.15) < 0          # idle: only the limit ends it
+        assert time.monotonic() - t0 >= 0.14
+        assert not core.pending()
+        core.fill(3)
+        assert core.pending()
+        t0 = time.monotonic()
+        assert core.wait_work(0.02, 5.0) == 0          # records: back after one interval
+        assert 0.015 <= time.monotonic() - t0 < 2.0
+        drain_all(core)
+        assert not core.pending()
+        threading.Timer(0.05, core.kick).start()
+        t0 = time.monotonic()
+        assert core.wait_work(10.0, 10.0) == 1         # a kick ends it at once
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        core.close()

@@ -1,14 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# distutils: sources = csrc/ring.c csrc/statepage.c csrc/clock.c
+# distutils: sources = csrc/ring.c csrc/statepage.c csrc/clock.c csrc/tracectx.c
 # distutils: include_dirs = csrc
 """Thin wrappers over csrc/ring.c: the span handle, the span context and the
-per-tracer core. The user-facing API is skewd.tracer."""
+per-tracer core, and the trace context's wire forms (csrc/tracectx.c). The
+user-facing API is skewd.tracer."""
 cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport ENOBUFS, ENOMEM, ENOSPC, EPIPE, ETIMEDOUT
 from libc.stdint cimport int64_t, uint64_t, uint32_t, uint8_t, int8_t, int32_t
 from libc.string cimport memset
 from skewd.cstatepage cimport skw_page, skw_page_map, skw_page_unmap
 from skewd.cring cimport *
+from skewd.ctracectx cimport *
 
 import os
 import threading
@@ -34,6 +37,12 @@ cdef inline uint64_t _be64(bytes b, Py_ssize_t at):
 
 cdef inline bytes _to_bytes(uint64_t v):
     return v.to_bytes(8, "big")
+
+
+cdef inline bytes _tp_bytes(uint64_t hi, uint64_t lo, uint64_t sid, bint sampled):
+    cdef bytes b = PyBytes_FromStringAndSize(NULL, SKW_TRACECTX_TP_LEN)
+    skw_tracectx_format(PyBytes_AS_STRING(b), hi, lo, sid, 1 if sampled else 0)
+    return b
 
 
 cdef class SpanContext:
@@ -65,8 +74,12 @@ cdef class SpanContext:
     @property
     def traceparent(self) -> str:
         """The W3C traceparent value: 00-<trace id>-<span id>-<flags>."""
-        return "00-%016x%016x-%016x-%02x" % (self._hi, self._lo, self._sid,
-                                             1 if self.sampled else 0)
+        return _tp_bytes(self._hi, self._lo, self._sid, self.sampled).decode("ascii")
+
+    @property
+    def traceparent_bytes(self) -> bytes:
+        """The W3C traceparent value as 55 ASCII bytes (what headers carry)."""
+        return _tp_bytes(self._hi, self._lo, self._sid, self.sampled)
 
     def __eq__(self, other):
         if not isinstance(other, SpanContext):
@@ -216,6 +229,11 @@ cdef class Span:
     @property
     def context(self) -> SpanContext:
         return _ctx(self.hi, self.lo, self.sid, self.flags & SKW_RING_F_SAMPLED)
+
+    @property
+    def traceparent_bytes(self) -> bytes:
+        """This span's context as a W3C traceparent, 55 ASCII bytes."""
+        return _tp_bytes(self.hi, self.lo, self.sid, self.flags & SKW_RING_F_SAMPLED)
 
     @property
     def trace_id(self) -> bytes:
@@ -511,6 +529,25 @@ cdef class Core:
         with nogil:
             skw_tracer_wait(self.t, ns)
 
+    def wait_work(self, double interval_s, double limit_s):
+        """Sleep until a drain is due (see skw_tracer_wait_work): 1 kicked,
+        0 records waiting and interval_s passed, negative: idle until limit_s."""
+        cdef int64_t ins = <int64_t>(interval_s * 1e9)
+        cdef int64_t lns = <int64_t>(limit_s * 1e9)
+        cdef int rc
+        with nogil:
+            rc = skw_tracer_wait_work(self.t, ins, lns)
+        return rc
+
+    def pending(self) -> bool:
+        """Whether any ring holds records not drained yet."""
+        cdef int p
+        if self.t == NULL or self.closed:
+            return False
+        with nogil:
+            p = skw_tracer_pending(self.t)
+        return p != 0
+
     def kick(self):
         skw_tracer_kick(self.t)
 
@@ -563,3 +600,34 @@ def current_context():
 
 def rand64():
     return skw_ring_rand64()
+
+
+def parse_traceparent_fast(value):
+    """The SpanContext of a canonical version-00 traceparent given as bytes,
+    or None for anything else (skewd.tracer's general parser decides)."""
+    cdef uint64_t hi, lo, sid
+    cdef uint8_t fl
+    if type(value) is not bytes:
+        return None
+    if skw_tracectx_parse(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
+                          &hi, &lo, &sid, &fl) != 0:
+        return None
+    return _ctx(hi, lo, sid, fl & 1)
+
+
+def parse_ns_fast(value):
+    """A send time given as plain decimal bytes ("-?[0-9]{1,19}", in int64
+    range), or None for anything else (the general parser decides)."""
+    cdef int64_t v
+    if type(value) is not bytes:
+        return None
+    if skw_tracectx_parse_ns(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), &v) != 0:
+        return None
+    return v
+
+
+def format_ns(int64_t v):
+    """v in decimal ASCII bytes."""
+    cdef char buf[SKW_TRACECTX_NS_MAX_LEN]
+    cdef size_t n = skw_tracectx_format_ns(buf, v)
+    return PyBytes_FromStringAndSize(buf, <Py_ssize_t>n)

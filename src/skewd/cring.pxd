@@ -85,6 +85,8 @@ cdef extern from "ring.h" nogil:
     uint64_t skw_ring_rand64()
     int skw_tracer_drain(skw_tracer *t, skw_cols *cols, size_t max, size_t *n_out)
     void skw_tracer_wait(skw_tracer *t, int64_t timeout_ns)
+    int skw_tracer_wait_work(skw_tracer *t, int64_t interval_ns, int64_t limit_ns)
+    int skw_tracer_pending(skw_tracer *t)
     void skw_tracer_kick(skw_tracer *t)
     void skw_tracer_stats(skw_tracer *t, skw_ring_stats *out)
     void skw_tracer_prefork(skw_tracer *t)
