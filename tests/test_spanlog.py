@@ -300,8 +300,10 @@ def test_kill_9_writer_loses_at_most_a_flush_interval(tmp_path):
                  if issubclass(w.category, SpanLogWarning) and newest.path in str(w.message)]
         assert named, [str(w.message) for w in caught]
 
-    # the same file torn mid-batch (as a crash mid-write leaves it): the cut
-    # is named with its byte offset and the batches before it survive
+    # the newest file with a batch (a kill can land between a rotation's new
+    # file and its first batch), torn mid-batch as a crash mid-write leaves
+    # it: the cut is named with its byte offset and the batches before it survive
+    newest = max((i for i in infos if i.batches), key=lambda i: os.path.getmtime(i.path))
     fr = spanlog.read_file(newest.path)
     batch_ends = [e for e, typ in message_ends(newest.path) if typ == "record batch"]
     assert len(batch_ends) == len(fr.batches) >= 1

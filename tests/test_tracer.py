@@ -325,6 +325,28 @@ CTX = SpanContext(bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736"),
                   bytes.fromhex("00f067aa0ba902b7"), True)
 
 
+def test_idle_tracer_drain_thread_stays_out_of_python(tmp_path):
+    t = Tracer(stage="idle", log_dir=tmp_path / "logs", flush_interval=0.02)
+    calls = []
+    drain = t._drain
+
+    def counting():
+        calls.append(time.monotonic())
+        return drain()
+    t._drain = counting
+    try:
+        time.sleep(0.4)          # 20 flush intervals with nothing to write
+        assert calls == []
+        with t.span("one"):
+            pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and t.stats()["written"] < 1:
+            time.sleep(0.01)
+        assert t.stats()["written"] == 1 and len(calls) >= 1
+    finally:
+        t.close()
+
+
 def test_traceparent_w3c_example():
     assert CTX.traceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     assert parse_traceparent(CTX.traceparent) == CTX

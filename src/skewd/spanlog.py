@@ -71,57 +71,68 @@ _KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
 class BatchBuilder:
     """Turns a drain's column buffers (skewd._ring.Columns) into record
     batches of SPAN_SCHEMA. The drain already laid the buffers out as Arrow
-    wants them, so every array here wraps them as they are: nothing is built
-    per span, and no call lets go of the GIL (a drain thread that has to win
-    the GIL back from a busy producer thread many times per batch falls
-    behind)."""
+    wants them, so the builder wraps each Columns object once, at its full
+    size, in a template record batch over those very buffers (validity
+    bitmaps always attached, null counts left for Arrow to count), and a
+    drain of n spans is one zero-copy slice of it: nothing is built per span
+    or per column, and no call lets go of the GIL (a drain thread that has
+    to win the GIL back from a busy producer thread many times per batch
+    falls behind). A batch aliases the buffers: use it before the next drain."""
+
+    #: bytes a row takes in a written batch besides its name (ids, kind,
+    #: six int64 columns, the name offset, five validity bits)
+    ROW_BYTES = 16 + 8 + 8 + 1 + 6 * 8 + 4 + 1
 
     def __init__(self, node: str, stage: str | None, clock: str):
         self.node = node
         self.stage = stage
         self.clock = clock
-        self._const: dict[int, tuple] = {}
+        self._const_bytes = sum(4 + len((v or "").encode()) for v in (node, stage, clock))
+        self._template: pa.RecordBatch | None = None
+        self._key: tuple = ()
 
-    def _consts(self, size: int) -> tuple:
-        c = self._const.get(size)
-        if c is None:
-            c = self._const[size] = (_const_strings(self.node, size),
-                                     _const_strings(self.stage, size),
-                                     _const_strings(self.clock, size))
-        return c
-
-    def build(self, cols, n: int, names=None) -> pa.RecordBatch:
+    def _make_template(self, cols) -> pa.RecordBatch:
         buf = pa.py_buffer
-        nulls = cols.null_counts.tolist()
+        size = cols.size
         valid = cols.valid
 
         def ns(i: int, a) -> pa.Array:
-            return pa.Array.from_buffers(pa.int64(), n, [buf(valid[i]) if nulls[i] else None,
-                                                         buf(a[:n])], null_count=nulls[i])
+            return pa.Array.from_buffers(pa.int64(), size, [buf(valid[i]), buf(a)],
+                                         null_count=-1)
 
-        node, stage, clock = self._consts(cols.size)
-        name_end = int(cols.name_offsets[n])
-        arrays = [
-            pa.Array.from_buffers(pa.binary(16), n, [None, buf(cols.trace_id[: 16 * n])]),
-            pa.Array.from_buffers(pa.binary(8), n, [None, buf(cols.span_id[: 8 * n])]),
-            pa.Array.from_buffers(pa.binary(8), n,
-                                  [buf(valid[0]) if nulls[0] else None,
-                                   buf(cols.parent_id[: 8 * n])], null_count=nulls[0]),
-            pa.Array.from_buffers(pa.string(), n, [None, buf(cols.name_offsets[: n + 1]),
-                                                   buf(cols.name_data[:name_end])]),
-            pa.DictionaryArray.from_buffers(_KIND_TYPE, n, [None, buf(cols.kind[:n])],
+        return pa.RecordBatch.from_arrays([
+            pa.Array.from_buffers(pa.binary(16), size, [None, buf(cols.trace_id)]),
+            pa.Array.from_buffers(pa.binary(8), size, [None, buf(cols.span_id)]),
+            pa.Array.from_buffers(pa.binary(8), size, [buf(valid[0]), buf(cols.parent_id)],
+                                  null_count=-1),
+            pa.Array.from_buffers(pa.string(), size, [None, buf(cols.name_offsets),
+                                                      buf(cols.name_data)]),
+            pa.DictionaryArray.from_buffers(_KIND_TYPE, size, [None, buf(cols.kind)],
                                             _KINDS_ARRAY),
-            node.slice(0, n),
-            stage.slice(0, n),
-            pa.Array.from_buffers(pa.int64(), n, [None, buf(cols.start_ns[:n])]),
-            pa.Array.from_buffers(pa.int64(), n, [None, buf(cols.end_ns[:n])]),
+            _const_strings(self.node, size),
+            _const_strings(self.stage, size),
+            pa.Array.from_buffers(pa.int64(), size, [None, buf(cols.start_ns)]),
+            pa.Array.from_buffers(pa.int64(), size, [None, buf(cols.end_ns)]),
             ns(1, cols.send_ns),
-            clock.slice(0, n),
+            _const_strings(self.clock, size),
             ns(2, cols.injected_offset_ns),
             ns(3, cols.est_offset_ns),
             ns(4, cols.est_uncertainty_ns),
-        ]
-        return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
+        ], schema=SPAN_SCHEMA)
+
+    def build(self, cols, n: int, names=None) -> pa.RecordBatch:
+        """The first n rows of the last drain into cols, as a record batch."""
+        # name_data is replaced when the name table outgrows it: wrap it anew
+        key = (id(cols), id(cols.name_data))
+        if key != self._key or self._template is None:
+            self._template = self._make_template(cols)
+            self._key = key
+            self._cols = cols  # keeps id(cols) meaningful
+        return self._template.slice(0, n)
+
+    def nbytes(self, cols, n: int) -> int:
+        """About how many bytes the batch of n rows takes in a file."""
+        return n * (self.ROW_BYTES + self._const_bytes) + int(cols.name_offsets[n])
 
 
 def _fixed_kinds(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -219,11 +230,16 @@ class SpanLogWriter:
         self.path = path
         self.stats.files.append(path)
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        """Append one batch and hand it to the kernel; rotate when due."""
+    def write(self, batch: pa.RecordBatch, nbytes: int | None = None,
+              prepared: bool = False) -> None:
+        """Append one batch and hand it to the kernel; rotate when due.
+        nbytes: the batch's size when the caller knows it (a sliced batch's
+        nbytes counts the whole buffers it views); prepared: the batch is in
+        the file's form already (BatchBuilder's are)."""
         if batch.num_rows == 0:
             return
-        batch = self.prepare(batch)
+        if not prepared:
+            batch = self.prepare(batch)
         if self._writer is None:
             self._open()
         self._writer.write_batch(batch)
@@ -231,7 +247,7 @@ class SpanLogWriter:
         self.stats.batches += 1
         self.stats.rows += batch.num_rows
         # an estimate that needs no syscall (each would give up the GIL)
-        size = batch.nbytes + 64 * (batch.num_columns + 4)
+        size = (nbytes if nbytes is not None else batch.nbytes) + 64 * (batch.num_columns + 4)
         self.stats.bytes += size
         self._size += size
         self.maybe_rotate()

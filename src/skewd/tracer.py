@@ -10,9 +10,11 @@ Kafka headers and ZeroMQ frames.
 A span costs a few hundred nanoseconds: the handle is a C object, its ids
 come from a per-thread generator in C, both timestamps are read through the
 clock-state page in C, and exit appends one fixed-size record to this
-thread's ring. A drain thread wakes at least every flush interval (50 ms),
-turns what the rings hold into Arrow record batches and writes them to the
-log (skewd.spanlog). A full ring drops the span and counts it (stats()
+thread's ring. A drain thread turns what the rings hold into Arrow record
+batches and writes them to the log (skewd.spanlog) every flush interval
+(50 ms) while spans arrive, or at once when a ring is half full; it waits
+in C without the GIL and takes it only when there is something to write, so
+an idle tracer costs its process only a C wake-up per interval. A full ring drops the span and counts it (stats()
 ["dropped"]); Tracer(block=True) waits for room instead, for tests that
 need every span.
 
@@ -65,6 +67,9 @@ from skewd.statepage import validate_node
 
 SpanContext = _ring.SpanContext
 Span = _ring.Span
+_parse_tp_fast = _ring.parse_traceparent_fast
+_parse_ns_fast = _ring.parse_ns_fast
+_format_ns = _ring.format_ns
 current_context = _ring.current_context
 KINDS = _ring.KINDS
 
@@ -101,6 +106,9 @@ def format_traceparent(ctx: SpanContext) -> str:
 
 def parse_traceparent(value: str | bytes) -> SpanContext:
     """Parse a W3C traceparent; ValueError saying why when it is malformed."""
+    ctx = _parse_tp_fast(value)  # the canonical form, in C; None: look closer
+    if ctx is not None:
+        return ctx
     if isinstance(value, (bytes, bytearray, memoryview)):
         try:
             value = bytes(value).decode("ascii")
@@ -124,6 +132,20 @@ def parse_traceparent(value: str | bytes) -> SpanContext:
     return SpanContext(bytes.fromhex(trace), bytes.fromhex(span), bool(int(flags, 16) & 1))
 
 
+def _tp_of(ctx) -> bytes | None:
+    """The traceparent bytes of a SpanContext or Span (None for None)."""
+    t = type(ctx)
+    if t is Span or t is SpanContext:
+        return ctx.traceparent_bytes
+    return None if ctx is None else _ctx_of(ctx).traceparent_bytes
+
+
+def _ns_bytes(send_ns) -> bytes:
+    if type(send_ns) is int and -2**63 < send_ns < 2**63:
+        return _format_ns(send_ns)
+    return str(int(send_ns)).encode()
+
+
 def _ctx_of(ctx) -> SpanContext | None:
     if ctx is None or isinstance(ctx, SpanContext):
         return ctx
@@ -139,6 +161,9 @@ def _text(v) -> str:
 
 
 def _parse_send(value, what: str) -> int | None:
+    n = _parse_ns_fast(value)  # plain decimal bytes, in C
+    if n is not None:
+        return n
     try:
         s = _text(value).strip()
         if not _INT_RE.match(s):
@@ -155,18 +180,19 @@ def _parse_send(value, what: str) -> int | None:
 def inject_headers(ctx, headers: list | None, send_ns: int | None = None) -> list:
     """Add traceparent (and skewd-send-ns when send_ns is given) to a Kafka
     header list, replacing any already there; returns the list."""
-    ctx = _ctx_of(ctx)
+    tp = _tp_of(ctx)
     if headers is None:
         headers = []
-    drop = {TRACEPARENT} if ctx is not None else set()
+    elif headers:
+        drop = {TRACEPARENT} if tp is not None else set()
+        if send_ns is not None:
+            drop.add(SEND_NS_HEADER)
+        if drop:
+            headers[:] = [h for h in headers if h[0] not in drop]
+    if tp is not None:
+        headers.append((TRACEPARENT, tp))
     if send_ns is not None:
-        drop.add(SEND_NS_HEADER)
-    if drop:
-        headers[:] = [h for h in headers if h[0] not in drop]
-    if ctx is not None:
-        headers.append((TRACEPARENT, ctx.traceparent.encode()))
-    if send_ns is not None:
-        headers.append((SEND_NS_HEADER, str(int(send_ns)).encode()))
+        headers.append((SEND_NS_HEADER, _ns_bytes(send_ns)))
     return headers
 
 
@@ -183,17 +209,22 @@ def extract_headers(headers) -> tuple[SpanContext | None, int | None]:
             key, value = item
         except (TypeError, ValueError):
             continue
-        if isinstance(key, (bytes, bytearray)):
-            key = bytes(key).decode("latin-1")
-        if not isinstance(key, str):
-            continue
-        k = key.lower()
+        if key == TRACEPARENT or key == SEND_NS_HEADER:
+            k = key  # as inject_headers writes them: no case folding
+        else:
+            if isinstance(key, (bytes, bytearray)):
+                key = bytes(key).decode("latin-1")
+            if not isinstance(key, str):
+                continue
+            k = key.lower()
         if k == TRACEPARENT and not seen_tp:
             seen_tp = True
-            try:
-                ctx = parse_traceparent(value)
-            except (ValueError, TypeError) as e:
-                _malformed_value("traceparent header", value, str(e))
+            ctx = _parse_tp_fast(value)
+            if ctx is None:
+                try:
+                    ctx = parse_traceparent(value)
+                except (ValueError, TypeError) as e:
+                    _malformed_value("traceparent header", value, str(e))
         elif k == SEND_NS_HEADER and not seen_send:
             seen_send = True
             if value is not None:
@@ -203,11 +234,9 @@ def extract_headers(headers) -> tuple[SpanContext | None, int | None]:
 
 def inject_frames(ctx, frames: Sequence, send_ns: int | None = None) -> list:
     """ZeroMQ: [marker, traceparent, send_ns] + frames (layout above)."""
-    ctx = _ctx_of(ctx)
-    return [FRAME_MARKER,
-            ctx.traceparent.encode() if ctx is not None else b"",
-            str(int(send_ns)).encode() if send_ns is not None else b"",
-            *frames]
+    tp = _tp_of(ctx)
+    return [FRAME_MARKER, tp if tp is not None else b"",
+            _ns_bytes(send_ns) if send_ns is not None else b"", *frames]
 
 
 def _frame_bytes(f) -> bytes:
@@ -373,10 +402,10 @@ class Tracer:
                 n = core.drain(cols)
                 if n == 0:
                     break
-                batch = self._builder.build(cols, n, core.name_list)
+                batch = self._builder.build(cols, n)
                 if self._log is not None:
                     try:
-                        self._log.write(batch)
+                        self._log.write(batch, self._builder.nbytes(cols, n), prepared=True)
                     except OSError as e:
                         self._errors += 1
                         self._last_error = f"writing span log: {e}"
@@ -493,12 +522,16 @@ def _finalize(core, cols, builder, log) -> None:
             if n == 0:
                 break
             if log is not None:
-                log.write(builder.build(cols, n, core.name_list))
+                log.write(builder.build(cols, n), builder.nbytes(cols, n), prepared=True)
         core.close()
         if log is not None:
             log.close()
     except Exception:  # a finalizer has no one to report to
         pass
+
+
+#: an idle tracer's drain thread looks at its log (rotation by age) this often
+IDLE_WAKE_S = 1.0
 
 
 def _drain_loop(ref, core) -> None:
@@ -508,7 +541,9 @@ def _drain_loop(ref, core) -> None:
             return
         interval = t.flush_interval
         del t
-        core.wait(interval)
+        # in C without the GIL: back one interval after records arrived, at
+        # once when kicked, and not at all while every ring stays empty
+        core.wait_work(interval, IDLE_WAKE_S)
         t = ref()
         if t is None or t._stop:
             return
