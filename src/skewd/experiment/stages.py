@@ -126,14 +126,16 @@ class _Fault:
                 os._exit(17)  # a crash: nothing flushed
 
 
+_SEND_SPAN = {e: f"send {e}" for e in EDGES}
+
+
 def _send(tr: _Tracing, tx, edge: str, payload: bytes, parent=None) -> None:
     if tr.tracer is None:
         tx.send(Message(payload))
         return
-    with tr.tracer.span(f"send {edge}", kind="producer", parent=parent) as p:
-        headers: list = []
-        tr.inject(p.context, headers, p.mark_send())
-        tx.send(Message(payload, headers))
+    with tr.tracer.span(_SEND_SPAN[edge], kind="producer", parent=parent) as p:
+        # the span itself carries its context: no SpanContext object per message
+        tx.send(Message(payload, tr.inject(p, None, p.mark_send())))
 
 
 class _Records:
@@ -271,6 +273,7 @@ def _run_relay(cfg, tr, rx, tx, st, stop) -> None:
     shape = (workload.TOKENS, workload.WIDTH)
     fault = _Fault(cfg.fault_after)
     now = clocks.realtime_ns
+    recv_span = f"recv {in_edge}"
 
     def work(body):
         if cfg.stage == "preprocess":
@@ -305,9 +308,9 @@ def _run_relay(cfg, tr, rx, tx, st, stop) -> None:
                 handle(msg, None)
             else:
                 ctx, send_ns = tr.extract(msg.headers)
-                with tr.tracer.span(f"recv {in_edge}", kind="consumer", parent=ctx,
+                with tr.tracer.span(recv_span, kind="consumer", parent=ctx,
                                     send_ns=send_ns) as c:
-                    handle(msg, c.context)
+                    handle(msg, c)
             fault.tick()
     finally:
         if checker:

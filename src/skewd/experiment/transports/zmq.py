@@ -32,18 +32,43 @@ from skewd.experiment.transports.base import (Headers, Message, Receiver, Sender
 
 MAGIC = b"SKW2"
 _LENS = struct.Struct("<BH")
+# the few header keys a pipeline uses, and the lengths of their values, come
+# back with every message: their packed prefixes and decoded keys are kept
+_prefixes: dict[tuple[str, int], bytes] = {}
+_keys: dict[bytes, str] = {}
+_CACHE_MAX = 256
+
+
+def _prefix(k: str, vlen: int) -> bytes:
+    p = _prefixes.get((k, vlen))
+    if p is None:
+        kb = k.encode()
+        if len(kb) > 255 or vlen > 65535:
+            raise UsageError(f"header {k[:40]!r}: keys are at most 255 bytes and values "
+                             f"at most 65535")
+        p = _LENS.pack(len(kb), vlen) + kb
+        if len(_prefixes) < _CACHE_MAX:
+            _prefixes[(k, vlen)] = p
+    return p
 
 
 def encode(msg: Message) -> list[bytes]:
     """A message as ZeroMQ frames (see the module docstring)."""
+    if not msg.headers:
+        return [MAGIC, msg.payload]
     parts = [MAGIC]
     for k, v in msg.headers:
-        kb = k.encode()
-        if len(kb) > 255 or len(v) > 65535:
-            raise UsageError(f"header {k[:40]!r}: keys are at most 255 bytes and values "
-                             f"at most 65535")
-        parts += (_LENS.pack(len(kb), len(v)), kb, v)
+        parts += (_prefix(k, len(v)), v)
     return [b"".join(parts), msg.payload]
+
+
+def _key(kb: bytes) -> str:
+    k = _keys.get(kb)
+    if k is None:
+        k = kb.decode()
+        if len(_keys) < _CACHE_MAX:
+            _keys[kb] = k
+    return k
 
 
 def decode(frames: list[bytes]) -> Message | None:
@@ -61,7 +86,7 @@ def decode(frames: list[bytes]) -> Message | None:
             i += 3
             if i + kl + vl > n:
                 return None
-            headers.append((head[i:i + kl].decode(), head[i + kl:i + kl + vl]))
+            headers.append((_key(head[i:i + kl]), head[i + kl:i + kl + vl]))
             i += kl + vl
     except (struct.error, UnicodeDecodeError):
         return None
