@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""What does tracing cost the experiment's pipeline? Saturated throughput
-with and without skewd's tracer, alternating runs. Prints a table, writes JSON.
+"""What does tracing cost the experiment's pipeline? Throughput and CPU per
+request with and without skewd's tracer, saturated and at the operating rate,
+in pairs of runs (order alternating), with the median pair and the spread of
+the pairs. Prints a table, writes JSON.
 
     .venv/bin/python bench/experiment.py [--repeats 5] [--duration 4] [--rate 400] [--json out.json]
 """
