@@ -100,3 +100,51 @@ def test_ns_fast_parser_agrees_with_int(value):
     if got is not None:
         assert re.fullmatch(rb"-?[0-9]{1,19}", value) and int(value) == got
         assert -2**63 < got < 2**63
+
+
+TP = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+KEYS = st.sampled_from(["traceparent", "skewd-send-ns", "TraceParent", "other", b"traceparent"])
+VALUES = st.sampled_from([TP, TP.upper(), b"12", b"-7", b" 12", b"x", "12", TP.decode(), None])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.tuples(KEYS, VALUES), st.just(("traceparent",)), st.just(None)),
+                max_size=4))
+def test_fast_header_extraction_agrees_with_the_general_one(monkeypatch_headers):
+    import warnings
+
+    from skewd import tracer
+    fast = _ring.extract_list_fast(monkeypatch_headers)
+    saved = tracer._extract_list_fast
+    tracer._extract_list_fast = lambda h: None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slow = tracer.extract_headers(monkeypatch_headers)
+    finally:
+        tracer._extract_list_fast = saved
+    if fast is not None:
+        assert fast == slow
+
+
+@given(ids16, ids8, st.booleans(), st.one_of(st.none(), st.integers(-2**63 + 1, 2**63 - 1)))
+def test_fast_headers_match_the_general_injection(tid, sid, sampled, send_ns):
+    from skewd import tracer
+    ctx = SpanContext(tid, sid, sampled)
+    fast = _ring.headers_fast(ctx, send_ns)
+    saved = tracer._headers_fast
+    tracer._headers_fast = lambda c, s: None
+    try:
+        slow = tracer.inject_headers(ctx, [], send_ns)
+    finally:
+        tracer._headers_fast = saved
+    assert fast == slow
+    assert tracer.extract_headers(fast) == (ctx, send_ns)
+
+
+def test_fast_headers_decline_other_types():
+    ctx = SpanContext(b"\1" * 16, b"\2" * 8)
+    assert _ring.headers_fast("00-...", None) is None
+    assert _ring.headers_fast(ctx, 1.5) is None
+    assert _ring.headers_fast(ctx, 2**63) is None
+    assert _ring.headers_fast(None, None) == []

@@ -631,3 +631,77 @@ def format_ns(int64_t v):
     cdef char buf[SKW_TRACECTX_NS_MAX_LEN]
     cdef size_t n = skw_tracectx_format_ns(buf, v)
     return PyBytes_FromStringAndSize(buf, <Py_ssize_t>n)
+
+
+cdef str _TP_KEY = "traceparent"
+cdef str _NS_KEY = "skewd-send-ns"
+
+
+def extract_list_fast(headers):
+    """(context, send_ns) from a list of (str, bytes) header tuples whose
+    keys are exactly "traceparent" and "skewd-send-ns" with canonical values
+    (what inject_headers writes), or None for anything else: other keys,
+    types or forms go to skewd.tracer's general extract_headers."""
+    cdef Py_ssize_t i, n
+    cdef object item, key, value, ctx = None, send = None
+    cdef bint seen_tp = False, seen_ns = False
+    cdef uint64_t hi, lo, sid
+    cdef uint8_t fl
+    cdef int64_t v
+    if type(headers) is not list:
+        return None
+    n = len(<list>headers)
+    for i in range(n):
+        item = (<list>headers)[i]
+        if type(item) is not tuple or len(<tuple>item) != 2:
+            return None
+        key = (<tuple>item)[0]
+        value = (<tuple>item)[1]
+        if type(key) is not str or type(value) is not bytes:
+            return None
+        if key == _TP_KEY:
+            if seen_tp:
+                continue  # the first one counts, as in the general path
+            seen_tp = True
+            if skw_tracectx_parse(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
+                                  &hi, &lo, &sid, &fl) != 0:
+                return None
+            ctx = _ctx(hi, lo, sid, fl & 1)
+        elif key == _NS_KEY:
+            if seen_ns:
+                continue
+            seen_ns = True
+            if skw_tracectx_parse_ns(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
+                                     &v) != 0:
+                return None
+            send = v
+        else:
+            return None
+    return ctx, send
+
+
+def headers_fast(ctx, send_ns):
+    """[("traceparent", ...), ("skewd-send-ns", ...)] for a Span or
+    SpanContext and an int send time (either may be None), or None when
+    either is of another type (the general inject_headers handles it)."""
+    cdef list out = []
+    cdef Span s
+    cdef SpanContext c
+    cdef char buf[SKW_TRACECTX_NS_MAX_LEN]
+    cdef size_t k
+    cdef int64_t v
+    if type(ctx) is Span:
+        s = <Span>ctx
+        out.append((_TP_KEY, _tp_bytes(s.hi, s.lo, s.sid, s.flags & SKW_RING_F_SAMPLED)))
+    elif type(ctx) is SpanContext:
+        c = <SpanContext>ctx
+        out.append((_TP_KEY, _tp_bytes(c._hi, c._lo, c._sid, c.sampled)))
+    elif ctx is not None:
+        return None
+    if send_ns is not None:
+        if type(send_ns) is not int or not (-2**63 < send_ns < 2**63):
+            return None
+        v = send_ns
+        k = skw_tracectx_format_ns(buf, v)
+        out.append((_NS_KEY, PyBytes_FromStringAndSize(buf, <Py_ssize_t>k)))
+    return out

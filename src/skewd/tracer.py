@@ -70,6 +70,8 @@ Span = _ring.Span
 _parse_tp_fast = _ring.parse_traceparent_fast
 _parse_ns_fast = _ring.parse_ns_fast
 _format_ns = _ring.format_ns
+_extract_list_fast = _ring.extract_list_fast
+_headers_fast = _ring.headers_fast
 current_context = _ring.current_context
 KINDS = _ring.KINDS
 
@@ -180,6 +182,13 @@ def _parse_send(value, what: str) -> int | None:
 def inject_headers(ctx, headers: list | None, send_ns: int | None = None) -> list:
     """Add traceparent (and skewd-send-ns when send_ns is given) to a Kafka
     header list, replacing any already there; returns the list."""
+    if not headers:
+        fresh = _headers_fast(ctx, send_ns)  # the usual case, in C
+        if fresh is not None:
+            if headers is None:
+                return fresh
+            headers.extend(fresh)
+            return headers
     tp = _tp_of(ctx)
     if headers is None:
         headers = []
@@ -202,6 +211,9 @@ def extract_headers(headers) -> tuple[SpanContext | None, int | None]:
     ctx = send = None
     if not headers:
         return None, None
+    fast = _extract_list_fast(headers)  # what inject_headers writes, in C
+    if fast is not None:
+        return fast
     items = headers.items() if isinstance(headers, dict) else headers
     seen_tp = seen_send = False
     for item in items:
