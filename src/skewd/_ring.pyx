@@ -518,8 +518,10 @@ cdef class Core:
         if self.t == NULL:
             return 0
         cols.set_names(self.name_list)
-        with nogil:
-            skw_tracer_drain(self.t, &cols.c, mx, &n)
+        # with the GIL held: copying even a full batch takes well under a
+        # millisecond, while giving the GIL up would make the drain win it
+        # back from a busy thread (a switch interval) for every batch
+        skw_tracer_drain(self.t, &cols.c, mx, &n)
         cols._store_counts()
         return n
 
