@@ -529,6 +529,8 @@ class Daemon:
             "reports": {"received_from": sorted(self.reports), "dropped": self.reports_dropped},
             "transitivity": None if tr is None else {
                 "summary": tr.summary(), "failing": [l.nodes for l in tr.failing],
+                "loops": [{"nodes": l.nodes, "closure_ns": l.closure_ns, "bound_ns": l.bound_ns,
+                           "ok": l.ok} for l in tr.loops],
                 "suspects": [list(s) for s in tr.suspects]},
         }
 
