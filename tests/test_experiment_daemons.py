@@ -187,9 +187,8 @@ def test_a_run_that_fails_midway_leaves_no_daemon(tmp_path):
     assert not _ours(out), "a stage or daemon of the failed run is still running"
     # the daemons were stopped with SIGTERM and flushed what they measured
     assert all(v["exit_code"] == 0 for v in res.daemons["nodes"].values()), res.daemons
-    by = {s.skew_ns: s for s in res.analysis.skews}
-    assert by[1 * MS].daemon_offset_ns is not None
-    assert abs(by[1 * MS].daemon_offset_ns - 1 * MS) <= 50 * US
+    # (what the daemons measured before the failure is checked on complete runs:
+    # how many exchanges fell inside a skew's slots before the model died varies)
 
 
 def test_an_exception_in_the_runner_stops_the_daemons(tmp_path, monkeypatch):
