@@ -233,6 +233,43 @@ long skw_tsock_send(struct skw_tsock *s, const void *buf, size_t len,
     return (long)n;
 }
 
+long skw_tsock_send_unstamped(struct skw_tsock *s, const void *buf, size_t len,
+                              const struct sockaddr_storage *to, socklen_t tolen)
+{
+    /* a per-packet SO_TIMESTAMPING control message replaces the socket's TX
+     * recording flags for this packet only (Linux >= 4.0): with none set the
+     * kernel neither stamps it nor advances its OPT_ID count */
+    union {
+        char buf[CMSG_SPACE(sizeof(uint32_t))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = { (void *)buf, len };
+    struct msghdr m;
+    ssize_t n;
+    memset(&m, 0, sizeof(m));
+    m.msg_name = (void *)to;
+    m.msg_namelen = tolen;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (s->mode != SKW_TS_NONE) {
+        uint32_t none = 0;
+        struct cmsghdr *c;
+        memset(&ctl, 0, sizeof(ctl));
+        m.msg_control = ctl.buf;
+        m.msg_controllen = sizeof(ctl.buf);
+        c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SO_TIMESTAMPING_OLD;
+        c->cmsg_len = CMSG_LEN(sizeof(none));
+        memcpy(CMSG_DATA(c), &none, sizeof(none));
+    }
+    n = sendmsg(s->fd, &m, MSG_DONTWAIT);
+    if (n < 0)
+        return -errno;
+    s->st.sent_unstamped++;
+    return (long)n;
+}
+
 int skw_tsock_parse_cmsgs(const void *control, size_t controllen,
                           struct skw_stamp *stamp, uint32_t *id, int *tstype)
 {
@@ -286,6 +323,16 @@ int skw_tsock_parse_cmsgs(const void *control, size_t controllen,
     return found_err;
 }
 
+int skw_tsock_set_discard(struct skw_tsock *s, const void *pattern, size_t len)
+{
+    if (len > SKW_TSOCK_DISCARD_MAX)
+        return -EINVAL;
+    if (len)
+        memcpy(s->discard, pattern, len);
+    s->discard_len = len;
+    return 0;
+}
+
 long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
                     struct sockaddr_storage *from, socklen_t *fromlen,
                     struct skw_stamp *rx, int64_t timeout_ns)
@@ -305,6 +352,11 @@ long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
         m.msg_controllen = sizeof(control);
         ssize_t n = recvmsg(s->fd, &m, MSG_DONTWAIT);
         if (n >= 0) {
+            if (s->discard_len && (size_t)n == s->discard_len && n <= (ssize_t)cap &&
+                memcmp(buf, s->discard, s->discard_len) == 0) {
+                s->st.discarded++;
+                continue;
+            }
             int64_t user = now_ns(CLOCK_REALTIME);
             *fromlen = m.msg_namelen;
             if (skw_tsock_parse_cmsgs(control, m.msg_controllen, rx, &id, &tstype) < 0 ||

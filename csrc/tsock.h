@@ -49,21 +49,27 @@ struct skw_stamp {
 
 struct skw_tsock_stats {
     uint64_t sent;
+    uint64_t sent_unstamped; /* datagrams sent asking for no TX stamp */
     uint64_t received;
     uint64_t tx_stamped;   /* TX stamps delivered for the id asked for */
     uint64_t tx_missing;   /* asked-for TX stamps that never came in time */
     uint64_t tx_stale;     /* stamps for ids no longer waited for, discarded */
     uint64_t rx_unstamped; /* datagrams that came without a kernel stamp */
     uint64_t truncated;    /* datagrams longer than the caller's buffer */
+    uint64_t discarded;    /* datagrams equal to the discard pattern, dropped */
 };
 
 #define SKW_TSOCK_STASH 32
+#define SKW_TSOCK_DISCARD_MAX 16
 
 struct skw_tsock {
     int fd;
     int family;          /* AF_INET or AF_INET6 */
     int mode;            /* enum skw_ts_mode now in force */
     uint32_t next_id;    /* OPT_ID of the next datagram sent */
+    /* a datagram exactly equal to this is counted and dropped by recv */
+    size_t discard_len;  /* 0: none */
+    unsigned char discard[SKW_TSOCK_DISCARD_MAX];
     struct skw_tsock_stats st;
     /* TX stamps read off the error queue before anyone asked for them */
     int nstash;
@@ -101,6 +107,16 @@ uint32_t skw_tsock_mode_flags(int mode);
 long skw_tsock_send(struct skw_tsock *s, const void *buf, size_t len,
                     const struct sockaddr_storage *to, socklen_t tolen,
                     uint32_t *id_out, int64_t *user_ns);
+
+/* Send one datagram that asks for no TX stamp and takes no OPT_ID (a
+ * warm-up packet, say). Returns the number of bytes sent or -errno. */
+long skw_tsock_send_unstamped(struct skw_tsock *s, const void *buf, size_t len,
+                              const struct sockaddr_storage *to, socklen_t tolen);
+
+/* Datagrams exactly equal to pattern (at most SKW_TSOCK_DISCARD_MAX bytes;
+ * len 0 turns it off) are counted in st.discarded and never returned by
+ * recv. -EINVAL when the pattern is too long. */
+int skw_tsock_set_discard(struct skw_tsock *s, const void *pattern, size_t len);
 
 /* Receive one datagram, waiting up to timeout_ns (0: do not wait, <0:
  * forever). -EAGAIN when nothing came. The RX stamp is the best one the

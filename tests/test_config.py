@@ -46,6 +46,20 @@ def test_good_config_parses():
 def test_defaults():
     c = config.loads('node = "a"\n')
     assert c.peers == () and c.metrics_port == 9469 and c.listen_port == 3190
+    assert c.presend_ns == 200_000
+
+
+def test_presend():
+    assert config.loads(GOOD.replace('probe_interval = "100ms"',
+                                     'probe_interval = "100ms"\npresend = "50us"')).presend_ns == 50_000
+    assert config.loads(GOOD.replace('probe_interval = "100ms"',
+                                     'probe_interval = "100ms"\npresend = "0"')).presend_ns == 0
+    with pytest.raises(ConfigError, match=r"line 5: presend must be under half of probe_interval"):
+        config.loads(GOOD.replace('probe_interval = "100ms"',
+                                  'probe_interval = "100ms"\npresend = "60ms"'), "skewd.toml")
+    with pytest.raises(ConfigError, match=r"line 5: presend must not be negative"):
+        config.loads(GOOD.replace('probe_interval = "100ms"',
+                                  'probe_interval = "100ms"\npresend = "-1us"'), "skewd.toml")
 
 
 @pytest.mark.parametrize("change,msg", [

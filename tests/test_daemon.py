@@ -91,6 +91,34 @@ def test_transitivity_finds_the_asymmetric_link_in_the_simulator():
     assert rep.suspects == (("c", "d"),) and rep.isolated
 
 
+def test_every_probe_follows_its_warmup_by_the_lead(tmp_path, state_dir):
+    from skewd.config import load
+    from skewd.daemon import Daemon
+    peers = [("b", f"127.0.0.1:{free_port()}"), ("c", f"127.0.0.1:{free_port()}")]
+    cfg = write_config(tmp_path / "a.toml", "a", f"127.0.0.1:{free_port()}", peers,
+                       log_dir=tmp_path / "logs", sock=tmp_path / "a.sock",
+                       interval="40ms", extra='presend = "4ms"')
+    d = Daemon(load(cfg))
+    sent = []
+    d.client.warm = lambda peer: sent.append(("warm", peer[1], time.monotonic_ns()))
+    d.client.request = lambda peer: sent.append(("probe", peer[1], time.monotonic_ns())) or 1
+    try:
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            time.sleep(d._timers(time.monotonic_ns()))
+    finally:
+        d.close()
+    for port in (int(a.split(":")[1]) for _, a in peers):
+        mine = [(k, t) for k, p, t in sent if p == port]
+        kinds = [k for k, _ in mine]
+        assert len(kinds) >= 10 and kinds[:len(kinds) // 2 * 2] == ["warm", "probe"] * (len(kinds) // 2)
+        leads = [t2 - t1 for (_, t1), (_, t2) in zip(mine[0::2], mine[1::2])]
+        assert all(4_000_000 <= x < 20_000_000 for x in leads), leads
+        probes = [t for k, t in mine if k == "probe"]
+        gaps = np.diff(probes)
+        assert abs(np.median(gaps) - 40_000_000) < 5_000_000, gaps   # the interval holds
+
+
 # --- real daemons on loopback ------------------------------------------------
 
 @pytest.fixture

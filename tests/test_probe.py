@@ -223,6 +223,23 @@ def test_server_refuses_and_counts():
     assert c.received == 9 and c.answered == 1 and c.dropped == 8
 
 
+def test_warmup_packets_are_counted_never_answered():
+    srv = ProbeServer(FakeSock(), rate=0)
+    assert srv.handle_datagram(dgram(probe.WARMUP)) is None
+    assert srv.handle_datagram(dgram(probe.WARMUP)) is None
+    c = srv.counters
+    assert c.warmups == 2 and c.received == 0 and c.dropped == 0 and srv.sock.out == []
+    # only the exact 8 bytes are a warm-up: anything like one is malformed
+    for near in (probe.WARMUP + b"\0", probe.WARMUP[:-1] + b"\1", b"SKWD\x02\x03\0\0"):
+        assert srv.handle_datagram(dgram(near)) is None
+    assert c.warmups == 2 and c.received == 3 and c.dropped == 3
+    # a warm-up does not disturb the exchanges around it
+    assert decode(srv.handle_datagram(dgram(request(1)))).seq == 1
+    srv.handle_datagram(dgram(probe.WARMUP))
+    r2 = decode(srv.handle_datagram(dgram(request(2))))
+    assert r2.interleaved and r2.prev_seq == 1
+
+
 def test_replay_window():
     w = probe.ReplayWindow()
     assert all(w.accept(s) for s in (5, 3, 4, 70))
@@ -359,6 +376,21 @@ def test_probe_cli_usage_errors(capsys):
     assert main(["probe", "127.0.0.1", "--key-id", "1"]) == 2
     assert main(["probe", "127.0.0.1:notaport"]) == 2
     assert "error" in capsys.readouterr().err
+    assert main(["probe", "127.0.0.1", "--presend=-1us"]) == 2
+    assert main(["probe", "127.0.0.1", "--interval", "1ms", "--presend", "2ms"]) == 2
+    assert "shorter than --interval" in capsys.readouterr().err
+
+
+def test_probe_sends_a_warmup_before_each_request(loop_server):
+    srv, port = loop_server()
+    with TimestampedSocket("ipv4", bind=("127.0.0.1", 0)) as s:
+        cl = ProbeClient(s)
+        rep = probe.measure(cl, ("127.0.0.1", port), 5, 2_000_000, presend_ns=300_000)
+        assert rep.counters["warmups"] == 5 and rep.counters["answered"] == 5
+        assert rep.socket["sent_unstamped"] == 5 and rep.socket["tx_stale"] == 0
+        assert srv.counters.warmups == 5 and srv.counters.received == 5
+        rep = probe.measure(cl, ("127.0.0.1", port), 3, 2_000_000, presend_ns=0)
+        assert rep.counters["warmups"] == 5      # 0: none
 
 
 def test_parse_peer():

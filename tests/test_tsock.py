@@ -32,6 +32,13 @@ def test_loopback_kernel_stamps(family, ip):
     with TimestampedSocket(family, bind=(ip, 0)) as a, TimestampedSocket(family, bind=(ip, 0)) as b:
         assert a.mode == "software"
         dst = a.address(ip, b.port)
+        # the kernel turns RX stamping on for the first stamping socket from a
+        # work queue, so a datagram right after may come unstamped: one
+        # unstamped datagram through first
+        a.send_unstamped(b"hello", dst)
+        assert b.recv(timeout_ns=100_000_000).data == b"hello"
+        time.sleep(0.01)
+        b_unstamped = b.stats()["rx_unstamped"]
         for i in range(3):
             sent = a.send(b"ping %d" % i, dst)
             assert sent.id == i and sent.nbytes == 6
@@ -45,7 +52,7 @@ def test_loopback_kernel_stamps(family, ip):
             assert d.port == a.port
         st = a.stats()
         assert st["sent"] == 3 and st["tx_stamped"] == 3 and st["tx_missing"] == 0
-        assert b.stats()["received"] == 3 and b.stats()["rx_unstamped"] == 0
+        assert b.stats()["received"] == 4 and b.stats()["rx_unstamped"] == b_unstamped
 
 
 def test_no_stamping_mode_falls_back_to_user_space():
@@ -84,6 +91,44 @@ def test_tx_stamps_are_matched_by_id():
         assert a.tx_stamp(more[1]).source == StampSource.KERNEL
         assert a.tx_stamp(more[0]).source == StampSource.USER  # discarded: older
         assert a.stats()["tx_missing"] == 1
+
+
+def test_unstamped_send_takes_no_id_and_leaves_no_stamp():
+    with TimestampedSocket("ipv4", bind=("127.0.0.1", 0)) as a, \
+            TimestampedSocket("ipv4", bind=("127.0.0.1", 0)) as b:
+        dst = ("127.0.0.1", b.port)
+        ids = []
+        for _ in range(3):
+            assert a.send_unstamped(b"warm", dst) == 4
+            sent = a.send(b"real", dst)
+            ids.append(sent.id)
+            assert a.tx_stamp(sent, 200_000_000).source == StampSource.KERNEL
+        # the stamped sends took consecutive ids, and no stamp of an unstamped
+        # send was met on the error queue
+        assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
+        st = a.stats()
+        assert st["sent"] == 3 and st["sent_unstamped"] == 3 and st["tx_stale"] == 0
+        got = [b.recv(64, 200_000_000).data for _ in range(6)]
+        assert got == [b"warm", b"real"] * 3   # and every datagram arrived
+
+
+def test_discarded_datagrams_never_reach_recv():
+    with TimestampedSocket("ipv4", bind=("127.0.0.1", 0)) as a, \
+            TimestampedSocket("ipv4", bind=("127.0.0.1", 0)) as b:
+        b.discard(b"drop-me")
+        dst = ("127.0.0.1", b.port)
+        for data in (b"drop-me", b"keep", b"drop-me", b"drop-me!", b"drop-m"):
+            a.send_unstamped(data, dst)
+        got = []
+        while (d := b.recv(64, 100_000_000)) is not None:
+            got.append(d.data)
+        assert got == [b"keep", b"drop-me!", b"drop-m"]
+        assert b.stats()["discarded"] == 2 and b.stats()["received"] == 3
+        b.discard(b"")                       # off again
+        a.send_unstamped(b"drop-me", dst)
+        assert b.recv(64, 100_000_000).data == b"drop-me"
+        with pytest.raises(OSError):
+            b.discard(b"x" * 17)
 
 
 def test_recv_timeout_and_nonblocking():

@@ -181,6 +181,26 @@ cdef class Socket:
             _raise(n, f"{to.ip}:{to.port}")
         return n, id, user
 
+    def set_discard(self, const unsigned char[::1] pattern):
+        """Datagrams exactly equal to pattern are counted and dropped by recv."""
+        self._check()
+        cdef size_t ln = pattern.shape[0]
+        cdef int rc = skw_tsock_set_discard(&self.s, &pattern[0] if ln else NULL, ln)
+        if rc:
+            _raise(rc)
+
+    def send_unstamped(self, const unsigned char[::1] data, Addr to):
+        """-> bytes sent; the datagram asks for no TX stamp and takes no OPT_ID."""
+        cdef long n
+        cdef size_t ln = data.shape[0]
+        self._check()
+        with nogil:
+            n = skw_tsock_send_unstamped(&self.s, &data[0] if ln else NULL, ln, &to.sa,
+                                         to.length)
+        if n < 0:
+            _raise(n, f"{to.ip}:{to.port}")
+        return n
+
     def recv(self, unsigned char[::1] buf, int64_t timeout_ns):
         """-> (length, ip, port, stamp ns, stamp source) or None when nothing
         came within timeout_ns (0: just look; <0: wait forever)."""
@@ -220,9 +240,10 @@ cdef class Socket:
         return skw_tsock_tx_collect(&self.s)
 
     def stats(self):
-        return dict(sent=self.s.st.sent, received=self.s.st.received,
+        return dict(sent=self.s.st.sent, sent_unstamped=self.s.st.sent_unstamped, received=self.s.st.received,
                     tx_stamped=self.s.st.tx_stamped, tx_missing=self.s.st.tx_missing,
                     tx_stale=self.s.st.tx_stale, rx_unstamped=self.s.st.rx_unstamped,
+                    discarded=self.s.st.discarded,
                     truncated=self.s.st.truncated)
 
 

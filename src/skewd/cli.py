@@ -15,6 +15,10 @@ import time
 from skewd.errors import SkewdError
 from skewd.units import format_duration, parse_duration, parse_rate
 
+#: how long before each request `skewd probe` sends its warm-up packet (the
+#: daemon's `presend` setting has the same default)
+PRESEND_DEFAULT = "200us"
+
 _COMMANDS: list[tuple[str, str, callable, callable]] = []
 
 
@@ -441,8 +445,9 @@ def cmd_status(args) -> int:
     if rows:
         print(table(rows, ["peer", "address", "up", "offset", "±", "drift ppm", "delay",
                            "samples", "stamps"]))
+    from skewd.probe import NOT_DROPS
     drops = {f"{side}.{k}": v for side in ("server", "client") for k, v in st[side].items()
-             if k not in ("received", "answered", "sent", "dropped", "interleaved", "timeouts") and v}
+             if k not in NOT_DROPS and v}
     print("drops: " + (", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "none"))
     lg = st["log"]
     print(f"offset log: {lg['error'] or 'ok'} ({lg['rows_written']} rows written, "
@@ -465,6 +470,11 @@ def _probe_args(p):
     p.add_argument("--count", type=int, default=20, help="exchanges (default 20)")
     p.add_argument("--interval", default="100ms", help="time between exchanges (default 100ms)")
     p.add_argument("--timeout", default="200ms", help="wait for each answer (default 200ms)")
+    p.add_argument("--presend", default=PRESEND_DEFAULT,
+                   help="send a warm-up packet this long before each request, so the request "
+                        "does not find a cold path and arrive later than its answer returns "
+                        f"(a bias of up to half the delay); 0 turns it off (default "
+                        f"{PRESEND_DEFAULT}; skewd peers only, not with --ntp)")
     p.add_argument("--key-file", help="keys file (ID HMAC-SHA256 HEX:...) to authenticate with")
     p.add_argument("--key-id", type=int, help="which key of --key-file to use")
     p.add_argument("--ntp", action="store_true", help="query a standard NTP server (mode 3)")
@@ -488,6 +498,13 @@ def cmd_probe(args) -> int:
         raise UsageError("--key-file and --key-id go together")
     if args.ntp and args.key_file:
         raise UsageError("--ntp does not authenticate (NTP MACs are not supported)")
+    presend = parse_duration(args.presend)
+    if presend < 0:
+        raise UsageError("--presend must not be negative")
+    interval = parse_duration(args.interval)
+    if presend and presend >= interval and args.count > 1:
+        raise UsageError(f"--presend {args.presend} must be shorter than --interval "
+                         f"{args.interval}")
     peer = probe.parse_peer(args.peer, probe.NTP_PORT if args.ntp else probe.DEFAULT_PORT)
     clock = SkewedClock(args.node) if args.node else None
     sock = probe.open_socket(peer[0], stamps=args.stamps, interface=args.interface)
@@ -498,9 +515,10 @@ def cmd_probe(args) -> int:
             keys = probe.load_keys(args.key_file) if args.key_file else None
             client = probe.ProbeClient(sock, keys, args.key_id, clock,
                                        interleaved=not args.no_interleave)
-        rep = probe.measure(client, peer, args.count, parse_duration(args.interval),
+        rep = probe.measure(client, peer, args.count, interval,
                             parse_duration(args.timeout),
-                            progress=None if args.json else _progress("probe"))
+                            progress=None if args.json else _progress("probe"),
+                            presend_ns=presend)
         e = rep.estimate
         if args.json:
             print(_dump({"peer": f"{peer[0]}:{peer[1]}", "protocol": "ntp" if args.ntp else "skewd",

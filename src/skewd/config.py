@@ -54,6 +54,9 @@ class Config:
     keys_file: str | None = None
     key_id: int | None = None
     probe_interval_ns: int = 100_000_000
+    #: a warm-up packet goes this long before each probe (0: none); see
+    #: probe.WARMUP
+    presend_ns: int = 200_000
     interface: str | None = None
     hardware_timestamps: bool = False
     inject_schedule: str | None = None
@@ -134,7 +137,7 @@ class _Loc:
 
 
 _TOP_KEYS = {"node", "listen", "peers", "reference", "keys_file", "key_id", "probe_interval",
-             "interface", "hardware_timestamps", "inject", "log", "metrics", "control_socket",
+             "presend", "interface", "hardware_timestamps", "inject", "log", "metrics", "control_socket",
              "state_dir", "unreachable_after"}
 
 
@@ -160,7 +163,7 @@ def loads(text: str, path: str = "<config>") -> Config:
     except SkewdError as e:
         raise loc.err(f"node: {e}", "node") from None
 
-    def dur(key, default, table=None, src=None):
+    def dur(key, default, table=None, src=None, zero_ok=False):
         src = raw if src is None else src
         if key not in src:
             return default
@@ -168,7 +171,10 @@ def loads(text: str, path: str = "<config>") -> Config:
             ns = parse_duration(str(src[key]))
         except SkewdError as e:
             raise loc.err(f"{key}: {e}", key, table) from None
-        need(ns > 0, f"{key} must be positive", key, table)
+        if zero_ok:
+            need(ns >= 0, f"{key} must not be negative", key, table)
+        else:
+            need(ns > 0, f"{key} must be positive", key, table)
         return ns
 
     kw: dict = {"node": node, "path": path}
@@ -180,6 +186,10 @@ def loads(text: str, path: str = "<config>") -> Config:
     kw["probe_interval_ns"] = dur("probe_interval", Config.probe_interval_ns)
     need(kw["probe_interval_ns"] >= 1_000_000, "probe_interval must be at least 1ms",
          "probe_interval")
+    kw["presend_ns"] = dur("presend", Config.presend_ns, zero_ok=True)
+    need(kw["presend_ns"] < kw["probe_interval_ns"] // 2,
+         "presend must be under half of probe_interval (0 turns warm-up packets off)",
+         "presend")
     kw["unreachable_after_ns"] = dur("unreachable_after", Config.unreachable_after_ns)
 
     peers, names = [], set()

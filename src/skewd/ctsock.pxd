@@ -74,12 +74,14 @@ cdef extern from "tsock.h" nogil:
 
     struct skw_tsock_stats:
         uint64_t sent
+        uint64_t sent_unstamped
         uint64_t received
         uint64_t tx_stamped
         uint64_t tx_missing
         uint64_t tx_stale
         uint64_t rx_unstamped
         uint64_t truncated
+        uint64_t discarded
 
     struct skw_tsock:
         int fd
@@ -104,6 +106,9 @@ cdef extern from "tsock.h" nogil:
     int skw_tsock_local_port(skw_tsock *s, int *port)
     int skw_tsock_set_mode(skw_tsock *s, int mode)
     uint32_t skw_tsock_mode_flags(int mode)
+    int skw_tsock_set_discard(skw_tsock *s, const void *pattern, size_t len)
+    long skw_tsock_send_unstamped(skw_tsock *s, const void *buf, size_t len,
+                                  const sockaddr_storage *to, socklen_t tolen)
     long skw_tsock_send(skw_tsock *s, const void *buf, size_t len,
                         const sockaddr_storage *to, socklen_t tolen,
                         uint32_t *id_out, int64_t *user_ns)

@@ -31,7 +31,7 @@ from skewd.config import Config, Peer
 from skewd.errors import HostError, SkewdError
 from skewd.estimate import Estimate, Estimator
 from skewd.metrics import MetricsServer, Registry
-from skewd.probe import TYPE_REQUEST
+from skewd.probe import TYPE_REQUEST, TYPE_WARMUP
 from skewd.sdnotify import Notifier
 from skewd.skewclock import SkewedClock
 from skewd.statepage import Measurement, StatePage
@@ -108,6 +108,7 @@ class PeerRuntime:
     peer: Peer
     estimator: Estimator = field(default_factory=Estimator)
     next_probe: int = 0              # monotonic ns
+    warmed: bool = False             # its warm-up packet went for the next probe
     last_answer: int | None = None   # monotonic ns
     last_sent: int | None = None
     reachable: bool = False
@@ -260,16 +261,26 @@ class Daemon:
     def _timers(self, now: int) -> float:
         cfg = self.cfg
         if now >= self._next_probe:
-            # a step is looked for before each round of probes goes out, so
-            # no exchange is stamped across one unnoticed
-            jump = self.steps.check()
-            if jump is not None:
-                self._clock_stepped(jump)
+            lead = cfg.presend_ns
+            checked = False
             for rt in self.peers.values():
+                if lead and not rt.warmed and now >= rt.next_probe - lead:
+                    self._warm(rt)
+                    # the probe keeps its lead even when the warm-up is late
+                    rt.next_probe = max(rt.next_probe, now + lead)
+                    continue
                 if now >= rt.next_probe:
+                    if not checked:
+                        # a step is looked for before each round of probes
+                        # goes out, so no exchange is stamped across one unnoticed
+                        checked = True
+                        jump = self.steps.check()
+                        if jump is not None:
+                            self._clock_stepped(jump)
                     self._probe(rt, now)
                     rt.next_probe = max(rt.next_probe + cfg.probe_interval_ns, now + 1_000_000)
-            self._next_probe = min((rt.next_probe for rt in self.peers.values()),
+            self._next_probe = min((rt.next_probe - (0 if rt.warmed else lead)
+                                    for rt in self.peers.values()),
                                    default=now + 1_000_000_000)
         if self.injector is not None:
             self.injector.advance()
@@ -300,7 +311,15 @@ class Daemon:
                 log.warning("peer %s unreachable: no answer for %.1fs", rt.peer.name,
                             (now - rt.last_answer) / 1e9)
 
+    def _warm(self, rt: PeerRuntime) -> None:
+        rt.warmed = True
+        try:
+            self.client.warm(rt.addr)
+        except SkewdError as e:
+            log.debug("warm-up %s: %s", rt.peer.name, e)
+
     def _probe(self, rt: PeerRuntime, now: int) -> None:
+        rt.warmed = False
         try:
             self.client.request(rt.addr)
             rt.last_sent = now
@@ -316,7 +335,7 @@ class Daemon:
             if gossip.is_report(d.data):
                 self._report(d)
                 continue
-            if len(d.data) > 5 and d.data[5] == TYPE_REQUEST:
+            if len(d.data) > 5 and d.data[5] in (TYPE_REQUEST, TYPE_WARMUP):
                 self.server.handle_datagram(d)
                 continue
             res = self.client.handle(d)
@@ -571,11 +590,10 @@ class Daemon:
                 r.set(metric, val if e else None, peer=name)
             if e:
                 r.set("skewd_peer_stamp_source", 1, peer=name, source=e.stamp_source)
-        from skewd.probe import counters_dict
+        from skewd.probe import NOT_DROPS, counters_dict
         for side, c in (("server", self.server.counters), ("client", self.client.counters)):
             for reason, v in counters_dict(c).items():
-                if reason not in ("received", "answered", "sent", "dropped", "interleaved",
-                                  "timeouts") and v:
+                if reason not in NOT_DROPS and v:
                     r.set("skewd_drops_total", v, side=side, reason=reason)
         r.set("skewd_log_error", 1 if self.log_error else 0)
         r.set("skewd_log_rows_dropped_total", self.log_rows_dropped)

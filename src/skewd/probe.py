@@ -55,6 +55,7 @@ MAGIC = b"SKWD"
 VERSION = 1
 TYPE_REQUEST = 1
 TYPE_RESPONSE = 2
+TYPE_WARMUP = 3
 FLAG_AUTH = 0x01
 FLAG_INTERLEAVED = 0x02
 FLAGS_KNOWN = FLAG_AUTH | FLAG_INTERLEAVED
@@ -86,6 +87,17 @@ PACKET_LEN = _STRUCT.size
 MAC_LEN = 32
 MAC_OFFSET = PACKET_LEN - MAC_LEN
 ZERO_MAC = bytes(MAC_LEN)
+
+
+#: a warm-up packet: sent shortly before a request along the same path so
+#: that the request does not pay for a path gone cold (caches, an idle CPU's
+#: wake-up), which makes requests slower than the responses that follow them
+#: and biases the offset; receivers count it and drop it
+WARMUP = MAGIC + bytes([VERSION, TYPE_WARMUP, 0, 0])
+
+
+def is_warmup(data: bytes) -> bool:
+    return data == WARMUP
 
 
 def field_layout() -> list[tuple[int, int, str]]:
@@ -328,6 +340,7 @@ class ServerCounters:
     oversize: int = 0
     send_errors: int = 0
     tx_stamp_missing: int = 0
+    warmups: int = 0
 
     @property
     def dropped(self) -> int:
@@ -402,8 +415,18 @@ class ProbeServer:
         self.max_age_ns = max_age_ns
         self.max_sessions = max_sessions
         self.tx_wait_ns = tx_wait_ns
-        self.counters = ServerCounters()
+        self._counters = ServerCounters()
         self._sessions: OrderedDict[tuple, _Session] = OrderedDict()
+        # warm-ups are dropped in C where the socket can, never reaching Python
+        self._discarding = hasattr(sock, "discard")
+        if self._discarding:
+            sock.discard(WARMUP)
+
+    @property
+    def counters(self) -> ServerCounters:
+        if self._discarding:
+            self._counters.warmups = self.sock.stats()["discarded"]
+        return self._counters
 
     def handle_one(self, timeout_ns: int = 0) -> bool:
         """Receive and answer at most one datagram; False when none came."""
@@ -428,12 +451,15 @@ class ProbeServer:
 
     def _drop(self, kind: str) -> None:
         name = {"version": "bad_version"}.get(kind, kind)
-        setattr(self.counters, name, getattr(self.counters, name) + 1)
+        setattr(self._counters, name, getattr(self._counters, name) + 1)
 
     def handle_datagram(self, d: Datagram) -> bytes | None:
         """Check one datagram and answer it; the response sent, or None when
         it was dropped (and counted). Never raises for what a peer sent."""
-        c = self.counters
+        c = self._counters
+        if d.data == WARMUP:
+            c.warmups += 1      # not a request: neither answered nor dropped
+            return None
         c.received += 1
         if self.limiter and not self.limiter.allow(d.ip):
             c.rate_limited += 1
@@ -500,6 +526,7 @@ class ClientCounters:
     interleaved: int = 0
     kiss_of_death: int = 0
     unsynchronized: int = 0
+    warmups: int = 0
 
     @property
     def dropped(self) -> int:
@@ -583,6 +610,12 @@ class ProbeClient:
         if st is None:
             st = self.peers[peer] = PeerState(session=secrets.randbits(64))
         return st
+
+    def warm(self, peer: tuple[str, int]) -> None:
+        """Send a warm-up packet (no TX stamp, no answer) to peer, to go
+        shortly before a request: see WARMUP."""
+        self.sock.send_unstamped(WARMUP, peer)
+        self.counters.warmups += 1
 
     def request(self, peer: tuple[str, int]) -> int:
         """Send one request (non-blocking but for the bounded TX-stamp wait);
@@ -784,16 +817,24 @@ class MeasureReport:
 
 
 def measure(client, peer: tuple[str, int], count: int, interval_ns: int,
-            timeout_ns: int = 200_000_000, estimator=None, progress=None) -> MeasureReport:
+            timeout_ns: int = 200_000_000, estimator=None, progress=None,
+            presend_ns: int = 0) -> MeasureReport:
     """`count` exchanges with peer, one every interval_ns, through an
-    estimator (a fresh one unless given)."""
+    estimator (a fresh one unless given). presend_ns > 0: a warm-up packet
+    goes that long before each request (skewd peers only; see WARMUP)."""
     from dataclasses import asdict
     from skewd.estimate import Estimator
     est = estimator or Estimator()
     rows, e = [], None
     t0 = time.monotonic_ns()
     for k in range(count):
-        wait = t0 + k * interval_ns - time.monotonic_ns()
+        due = t0 + k * interval_ns
+        if presend_ns > 0 and isinstance(client, ProbeClient):
+            wait = due - presend_ns - time.monotonic_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+            client.warm(peer)
+        wait = due - time.monotonic_ns()
         if wait > 0:
             time.sleep(wait / 1e9)
         r = client.exchange(peer, timeout_ns)
@@ -820,6 +861,11 @@ def open_socket(peer_ip: str | None = None, *, bind: tuple[str, int] | None = No
     return TimestampedSocket(family_of(ip), bind=bind or (("::" if family_of(ip) == "ipv6"
                                                                else "0.0.0.0"), 0),
                              stamps=stamps, interface=interface)
+
+
+#: counters of ServerCounters / ClientCounters that are not drops
+NOT_DROPS = frozenset({"received", "answered", "sent", "dropped", "interleaved", "timeouts",
+                       "warmups"})
 
 
 def counters_dict(c) -> dict:

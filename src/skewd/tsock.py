@@ -230,6 +230,23 @@ class TimestampedSocket:
                             f"{e.strerror}") from None
         return Sent(n, i, u)
 
+    def discard(self, pattern: bytes) -> None:
+        """From now on, datagrams exactly equal to pattern (at most 16 bytes;
+        b"" for none) are counted (stats()["discarded"]) and dropped in C,
+        never returned by recv."""
+        self._s.set_discard(pattern)
+
+    def send_unstamped(self, data: bytes, addr) -> int:
+        """Send a datagram that asks for no TX stamp (a warm-up packet);
+        bytes sent."""
+        if not isinstance(addr, _tsock.Addr):
+            addr = self.address(*addr)
+        try:
+            return self._s.send_unstamped(data, addr)
+        except OSError as e:
+            raise PeerError(f"sending to {addr.ip} port {addr.port} failed: "
+                            f"{e.strerror}") from None
+
     def _stamp(self, ns: int, src: int) -> Stamp:
         if src == _tsock.SRC_HARDWARE and self._phc is not None:
             ns = self._phc.to_realtime(ns)

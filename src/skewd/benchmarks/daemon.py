@@ -24,9 +24,9 @@ def _free_port() -> int:
     return p
 
 
-def _config(path, node, port, peers, d):
+def _config(path, node, port, peers, d, presend):
     lines = [f'node = "{node}"', f'listen = "127.0.0.1:{port}"', 'probe_interval = "100ms"',
-             f'control_socket = "{d}/{node}.sock"']
+             f'control_socket = "{d}/{node}.sock"', f'presend = "{presend}"']
     for name, p in peers:
         lines += ["[[peers]]", f'name = "{name}"', f'address = "127.0.0.1:{p}"']
     lines += ["[log]", f'dir = "{d}/logs-{node}"', "[metrics]", "enabled = false"]
@@ -35,16 +35,17 @@ def _config(path, node, port, peers, d):
 
 
 def run(peers: int = 10, seconds: float = 20.0, warmup: float = 5.0, repeats: int = 3,
-        progress=None) -> dict:
+        progress=None, presend: str = "200us") -> dict:
+    """presend: the daemons' warm-up lead ("0": no warm-up packets)."""
     import psutil
     from skewd import control
     d = tempfile.mkdtemp(prefix="skewd-bench-daemon-")
     env = dict(os.environ, SKEWD_STATE_DIR=os.path.join(d, "state"))
     ports = {f"p{i}": _free_port() for i in range(peers)}
     mport = _free_port()
-    _config(f"{d}/m.toml", "m", mport, list(ports.items()), d)
+    _config(f"{d}/m.toml", "m", mport, list(ports.items()), d, presend)
     for name, p in ports.items():
-        _config(f"{d}/{name}.toml", name, p, [("m", mport)], d)
+        _config(f"{d}/{name}.toml", name, p, [("m", mport)], d, presend)
     procs = []
     results = []
     try:
@@ -86,7 +87,7 @@ def run(peers: int = 10, seconds: float = 20.0, warmup: float = 5.0, repeats: in
     rss = max(r["rss_bytes"] for r in results)
     rate = median([r["exchanges_per_s"] for r in results])
     return {
-        "benchmark": "daemon", "peers": peers, "probe_rate_per_peer": 10,
+        "benchmark": "daemon", "peers": peers, "probe_rate_per_peer": 10, "presend": presend,
         "seconds": seconds, "repeats": repeats, "peers_measured": measured,
         "cpu_share_of_one_core": cpu, "rss_mb": rss / 1e6, "exchanges_per_s": rate,
         "runs": results,
@@ -105,5 +106,6 @@ def run(peers: int = 10, seconds: float = 20.0, warmup: float = 5.0, repeats: in
 def format(res: dict) -> str:
     rows = [[r["name"], r["value"], r["budget"], "ok" if r["ok"] else "OVER"] for r in res["results"]]
     return (f"daemon cost, median of {res['repeats']} x {res['seconds']:g}s "
-            f"({res['peers_measured']}/{res['peers']} peers measured)\n"
+            f"({res['peers_measured']}/{res['peers']} peers measured, presend "
+            f"{res.get('presend', '200us')})\n"
             + table(rows, ["what", "measured", "budget", ""]))
