@@ -46,7 +46,8 @@ def test_check_bootstrap_accepts(good):
     assert kafkabroker.check_bootstrap(good) == good
 
 
-@pytest.mark.parametrize("bad", ["127.0.0.1", ":9092", "host:", "host:port", "host:0", "h:70000", "a:1,b"])
+@pytest.mark.parametrize("bad", ["127.0.0.1", ":9092", "host:", "host:port", "host:0", "h:70000", "a:1,b",
+                                 "0:²", "h:١٢"])  # digits int() takes or refuses
 def test_check_bootstrap_rejects_naming_it(bad):
     with pytest.raises(UsageError, match="HOST:PORT"):
         kafkabroker.check_bootstrap(bad)

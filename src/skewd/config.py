@@ -98,7 +98,7 @@ def parse_hostport(text: str, where: str, default_port: int = DEFAULT_PORT) -> t
     except ValueError:
         raise ConfigError(f"{where} {text!r} is not an IP address (with optional :port)") from None
     if port:
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ConfigError(f"{where} {text!r} has port {port!r}: expected 1-65535")
         return host, int(port)
     return host, default_port

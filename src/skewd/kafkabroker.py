@@ -92,7 +92,8 @@ def check_bootstrap(bootstrap: str) -> str:
     """HOST:PORT as given to --bootstrap, checked; a comma list is allowed."""
     for part in bootstrap.split(","):
         host, sep, port = part.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not (port.isascii() and port.isdigit()) \
+                or not 0 < int(port) < 65536:
             raise UsageError(f"bootstrap {bootstrap!r}: {part.strip()!r} is not HOST:PORT")
     return bootstrap
 

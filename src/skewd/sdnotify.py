@@ -18,7 +18,7 @@ class Notifier:
         self.watchdog_s = None
         usec = env.get("WATCHDOG_USEC")
         pid = env.get("WATCHDOG_PID")
-        if usec and usec.isdigit() and (not pid or pid == str(os.getpid())):
+        if usec and usec.isascii() and usec.isdigit() and (not pid or pid == str(os.getpid())):
             self.watchdog_s = int(usec) / 1e6
         self._sock = None
         self.sent = 0
