@@ -24,6 +24,28 @@ def test_decode_never_raises_on_foreign_frames(frames):
     assert m is None or isinstance(m, Message)
 
 
+def test_a_traced_message_crosses_in_one_block_and_lists_its_headers():
+    from skewd import Tracer
+    from skewd.tracer import extract_headers
+    with Tracer(node=None, stage="t") as tr:
+        with tr.span("send a->b", kind="producer", parent=False) as p:
+            sent = Message(b"payload", None, (p, 1234))
+            frames = zt.encode(sent)
+        got = zt.decode(frames)
+    assert got.trace == (p.context, 1234) and got.others == []      # read in C
+    assert got.headers == sent.headers == [("traceparent", p.traceparent_bytes),
+                                           ("skewd-send-ns", b"1234")]
+    assert got == sent and extract_headers(got.headers) == (p.context, 1234)
+    assert got.header("traceparent") == p.traceparent_bytes and got.header("x") is None
+    # the same headers written the general way make the same frames
+    assert zt.encode(Message(b"payload", sent.headers)) == frames
+    # with other headers too: the general way, still the same message
+    mixed = Message(b"p", [("k", b"v")], (p.context, 7))
+    back = zt.decode(zt.encode(mixed))
+    assert back.trace is None and back == mixed and back.header("k") == b"v"
+    assert extract_headers(back.headers) == (p.context, 7)
+
+
 def test_decode_rejects_torn_or_foreign_frames():
     good = zt.encode(Message(b"p", [("k", b"v"), ("traceparent", b"00-ab")]))
     assert zt.decode(good) == Message(b"p", [("k", b"v"), ("traceparent", b"00-ab")])

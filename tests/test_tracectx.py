@@ -148,3 +148,34 @@ def test_fast_headers_decline_other_types():
     assert _ring.headers_fast(ctx, 1.5) is None
     assert _ring.headers_fast(ctx, 2**63) is None
     assert _ring.headers_fast(None, None) == []
+
+
+@given(ids16, ids8, st.booleans(), st.integers(-2**63 + 1, 2**63 - 1), st.binary(max_size=6))
+def test_header_block_is_the_general_block_of_the_two_headers(tid, sid, sampled, send_ns,
+                                                              prefix):
+    from skewd.experiment.transports import zmq as zt
+    from skewd.experiment.transports.base import Message
+    ctx = SpanContext(tid, sid, sampled)
+    block = _ring.header_block(prefix, ctx, send_ns)
+    general = zt.encode(Message(b"", _ring.headers_fast(ctx, send_ns)))[0][len(zt.MAGIC):]
+    assert block == prefix + general
+    assert _ring.parse_header_block(block, len(prefix)) == (ctx, send_ns)
+
+
+def test_header_block_declines_what_it_does_not_write():
+    ctx = SpanContext(b"\1" * 16, b"\2" * 8)
+    assert _ring.header_block(b"", "00-...", 1) is None
+    assert _ring.header_block(b"", ctx, None) is None
+    assert _ring.header_block(b"", ctx, 2**63) is None
+    good = _ring.header_block(b"", ctx, 42)
+    assert _ring.parse_header_block(good, 0) == (ctx, 42)
+    for bad in (good + b"\0",                       # more after it
+                good[:-1],                          # the send time cut short
+                good.replace(b"traceparent", b"traceparenT"),
+                good.replace(b"skewd-send-ns", b"skewd-send-nz"),
+                good.replace(b"-01\r", b"-0x\r"),             # flags not hex
+                good.replace(b"0101", b"0A01", 1),              # not lowercase
+                good.replace(b"\x0b7\x00", b"\x0b7\x01"),      # value length
+                good.replace(good[-2:], b"4x"),     # not decimal
+                b"", good[:20]):
+        assert _ring.parse_header_block(bad, 0) is None, bad

@@ -8,7 +8,7 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.errno cimport ENOBUFS, ENOMEM, ENOSPC, EPIPE, ETIMEDOUT
 from libc.stdint cimport int64_t, uint64_t, uint32_t, uint8_t, int8_t, int32_t
-from libc.string cimport memset
+from libc.string cimport memcmp, memcpy, memset
 from skewd.cstatepage cimport skw_page, skw_page_map, skw_page_unmap
 from skewd.cring cimport *
 from skewd.ctracectx cimport *
@@ -707,3 +707,87 @@ def headers_fast(ctx, send_ns):
         k = skw_tracectx_format_ns(buf, v)
         out.append((_NS_KEY, PyBytes_FromStringAndSize(buf, <Py_ssize_t>k)))
     return out
+
+
+# --- header blocks ---------------------------------------------------------------------
+# A header block is what a transport without native headers (ZeroMQ) carries:
+# per header, key length (1 byte), value length (2 bytes, little-endian), key,
+# value. These two write and read the usual two headers, traceparent then
+# skewd-send-ns, in one call, without a (key, value) list in between.
+
+cdef bytes _TP_KEY_B = b"traceparent"
+cdef bytes _NS_KEY_B = b"skewd-send-ns"
+DEF TP_KLEN = 11
+DEF NS_KLEN = 13
+
+
+cdef inline char *_put_head(char *p, const char *key, int klen, int vlen):
+    p[0] = <char>klen
+    p[1] = <char>(vlen & 0xff)
+    p[2] = <char>(vlen >> 8)
+    memcpy(p + 3, key, klen)
+    return p + 3 + klen
+
+
+def header_block(bytes prefix, ctx, send_ns):
+    """prefix + the block of the two headers (traceparent of ctx, a Span or
+    SpanContext; skewd-send-ns of the int send_ns), or None when either is of
+    another type (the caller encodes them the general way)."""
+    cdef uint64_t hi, lo, sid
+    cdef bint sampled
+    cdef Span s
+    cdef SpanContext c
+    cdef char nsbuf[SKW_TRACECTX_NS_MAX_LEN]
+    cdef size_t k
+    cdef int64_t v
+    cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix)
+    if type(ctx) is Span:
+        s = <Span>ctx
+        hi, lo, sid, sampled = s.hi, s.lo, s.sid, s.flags & SKW_RING_F_SAMPLED
+    elif type(ctx) is SpanContext:
+        c = <SpanContext>ctx
+        hi, lo, sid, sampled = c._hi, c._lo, c._sid, c.sampled
+    else:
+        return None
+    if type(send_ns) is not int or not (-2**63 < send_ns < 2**63):
+        return None
+    v = send_ns
+    k = skw_tracectx_format_ns(nsbuf, v)
+    cdef bytes out = PyBytes_FromStringAndSize(
+        NULL, plen + 3 + TP_KLEN + SKW_TRACECTX_TP_LEN + 3 + NS_KLEN + <Py_ssize_t>k)
+    cdef char *p = PyBytes_AS_STRING(out)
+    memcpy(p, PyBytes_AS_STRING(prefix), plen)
+    p = _put_head(p + plen, PyBytes_AS_STRING(_TP_KEY_B), TP_KLEN, SKW_TRACECTX_TP_LEN)
+    skw_tracectx_format(p, hi, lo, sid, 1 if sampled else 0)
+    p = _put_head(p + SKW_TRACECTX_TP_LEN, PyBytes_AS_STRING(_NS_KEY_B), NS_KLEN, <int>k)
+    memcpy(p, nsbuf, k)
+    return out
+
+
+def parse_header_block(bytes buf, Py_ssize_t at):
+    """(context, send_ns) when buf from `at` to its end is exactly the block
+    header_block writes, in canonical form; None for anything else (the
+    caller parses it the general way and decides)."""
+    cdef const char *p = PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t i = at, vlen
+    cdef uint64_t hi, lo, sid
+    cdef uint8_t fl
+    cdef int64_t v
+    if n - i < 3 + TP_KLEN + SKW_TRACECTX_TP_LEN + 3 + NS_KLEN + 1:
+        return None
+    if (<unsigned char>p[i] != TP_KLEN or <unsigned char>p[i + 1] != SKW_TRACECTX_TP_LEN
+            or p[i + 2] != 0 or memcmp(p + i + 3, PyBytes_AS_STRING(_TP_KEY_B), TP_KLEN) != 0):
+        return None
+    i += 3 + TP_KLEN
+    if skw_tracectx_parse(p + i, SKW_TRACECTX_TP_LEN, &hi, &lo, &sid, &fl) != 0:
+        return None
+    i += SKW_TRACECTX_TP_LEN
+    vlen = <unsigned char>p[i + 1] | (<Py_ssize_t>(<unsigned char>p[i + 2]) << 8)
+    if (<unsigned char>p[i] != NS_KLEN or memcmp(p + i + 3, PyBytes_AS_STRING(_NS_KEY_B),
+                                                 NS_KLEN) != 0):
+        return None
+    i += 3 + NS_KLEN
+    if i + vlen != n or skw_tracectx_parse_ns(p + i, vlen, &v) != 0:
+        return None
+    return _ctx(hi, lo, sid, fl & 1), v

@@ -134,8 +134,9 @@ def _send(tr: _Tracing, tx, edge: str, payload: bytes, parent=None) -> None:
         tx.send(Message(payload))
         return
     with tr.tracer.span(_SEND_SPAN[edge], kind="producer", parent=parent) as p:
-        # the span itself carries its context: no SpanContext object per message
-        tx.send(Message(payload, tr.inject(p, None, p.mark_send())))
+        # the span itself carries its context: no SpanContext object per
+        # message, and the transport writes it with the send time in one call
+        tx.send(Message(payload, None, (p, p.mark_send())))
 
 
 class _Records:
@@ -307,7 +308,7 @@ def _run_relay(cfg, tr, rx, tx, st, stop) -> None:
             if tr.tracer is None:
                 handle(msg, None)
             else:
-                ctx, send_ns = tr.extract(msg.headers)
+                ctx, send_ns = msg.trace if msg.trace is not None else tr.extract(msg.headers)
                 with tr.tracer.span(recv_span, kind="consumer", parent=ctx,
                                     send_ns=send_ns) as c:
                     handle(msg, c)

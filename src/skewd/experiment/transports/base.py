@@ -13,16 +13,49 @@ from dataclasses import dataclass, field
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True)
 class Message:
-    payload: bytes
-    headers: Headers = field(default_factory=list)
+    """A payload and its headers.
+
+    trace: (context, send_ns) — a Span or SpanContext and an int — given
+    apart from the headers, so that a transport can write them, and read
+    them back, in one C call instead of as a header list (the ZeroMQ
+    transport does: skewd._ring.header_block). `headers` then still lists them, as traceparent and
+    skewd-send-ns after the others, built when asked for; `others` are the
+    headers besides them."""
+    __slots__ = ("payload", "others", "trace")
+
+    def __init__(self, payload: bytes, headers: Headers | None = None,
+                 trace: tuple | None = None):
+        self.payload = payload
+        self.others: Headers = headers if headers is not None else []
+        self.trace = trace
+
+    @property
+    def headers(self) -> Headers:
+        if self.trace is None:
+            return self.others
+        from skewd.tracer import inject_headers
+        return inject_headers(self.trace[0], list(self.others), self.trace[1])
 
     def header(self, key: str) -> bytes | None:
-        for k, v in self.headers:
+        for k, v in (self.headers if self.trace is not None and key in _TRACE_KEYS
+                     else self.others):
             if k == key:
                 return v
         return None
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.payload == other.payload and self.headers == other.headers
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Message(payload={self.payload!r}, headers={self.headers!r})"
+
+
+_TRACE_KEYS = ("traceparent", "skewd-send-ns")
 
 
 @dataclass(frozen=True)

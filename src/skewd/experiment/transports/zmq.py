@@ -9,6 +9,11 @@ costs no extra frames:
                 (2 bytes, little-endian), key (UTF-8), value
     frame 1     payload
 
+A traced message (Message.trace set, no other headers) has exactly the
+headers traceparent and skewd-send-ns in frame 0, written and read in one C
+call each (skewd._ring.header_block / parse_header_block); the layout is the
+same.
+
 Settings (TransportSpec.settings):
     endpoints   {edge: "tcp://HOST:PORT"}   required, one per edge
     bind        {edge: "tcp://ADDR:PORT"}   where the receiver binds, when it
@@ -26,6 +31,7 @@ import struct
 
 import zmq
 
+from skewd._ring import header_block, parse_header_block
 from skewd.errors import HostError, PeerError, UsageError
 from skewd.experiment.transports.base import (Headers, Message, Receiver, Sender,
                                               Transport, TransportSpec)
@@ -54,10 +60,15 @@ def _prefix(k: str, vlen: int) -> bytes:
 
 def encode(msg: Message) -> list[bytes]:
     """A message as ZeroMQ frames (see the module docstring)."""
-    if not msg.headers:
+    if msg.trace is not None and not msg.others:
+        head = header_block(MAGIC, msg.trace[0], msg.trace[1])  # the usual case, in C
+        if head is not None:
+            return [head, msg.payload]
+    headers = msg.headers
+    if not headers:
         return [MAGIC, msg.payload]
     parts = [MAGIC]
-    for k, v in msg.headers:
+    for k, v in headers:
         parts += (_prefix(k, len(v)), v)
     return [b"".join(parts), msg.payload]
 
@@ -78,6 +89,9 @@ def decode(frames: list[bytes]) -> Message | None:
     head = bytes(frames[0])
     if head[:4] != MAGIC:
         return None
+    trace = parse_header_block(head, 4)  # what encode writes for a traced message, in C
+    if trace is not None:
+        return Message(bytes(frames[1]), None, trace)
     headers: Headers = []
     i, n = 4, len(head)
     try:
