@@ -15,6 +15,20 @@ def state_dir(tmp_path, monkeypatch):
     return str(d)
 
 
+def processes_of(out_dir: str) -> list:
+    """Processes still running from an experiment run (stages and daemons
+    name its out dir in their argv)."""
+    import psutil
+    left = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(out_dir in a for a in (p.info["cmdline"] or [])):
+                left.append(p)
+        except psutil.Error:
+            pass
+    return left
+
+
 def have_root() -> bool:
     return os.geteuid() == 0
 

@@ -1,7 +1,6 @@
 """Running real `skewd daemon` processes for tests: configs, start, status."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

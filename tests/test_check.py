@@ -76,7 +76,6 @@ def test_one_way_bound_is_correct_and_one_sided():
 
 def test_joint_solution_tightens_one_way_pairs():
     # a->c only one-way, but a<->b and b<->c are RPC: the system bounds a->c both ways
-    rng = np.random.default_rng(5)
     clocks = {"a": g.NodeClock(), "b": g.NodeClock(offset_ns=300_000),
               "c": g.NodeClock(offset_ns=-200_000)}
     t1, truth = g.rpc(2000, [("a", "b", "B"), ("b", "c", "C")], clocks=clocks)

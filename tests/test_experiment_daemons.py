@@ -7,7 +7,7 @@ import os
 import psutil
 import pytest
 
-from conftest import have_netns
+from conftest import have_netns, processes_of
 from skewd import config as config_mod
 from skewd import offsetlog
 from skewd.errors import UsageError
@@ -16,18 +16,6 @@ from skewd.experiment.stages import STAGES
 
 US = 1_000
 MS = 1_000_000
-
-
-def _ours(out_dir):
-    """Processes of this run still alive (stages and daemons name the out dir)."""
-    left = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(out_dir in a for a in (p.info["cmdline"] or [])):
-                left.append(p)
-        except psutil.Error:
-            pass
-    return left
 
 
 # --- the pieces -------------------------------------------------------------------
@@ -130,7 +118,7 @@ def test_sweep_daemon_offset_is_the_injected_skew(sweep):
 
 def test_sweep_keeps_offset_logs_and_reports_the_daemons(sweep):
     res, files, out = sweep
-    assert not _ours(out)
+    assert not processes_of(out)
     logs = os.path.join(out, "logs")
     table = offsetlog.read(logs)
     assert set(table.column("node").to_pylist()) == set(STAGES)
@@ -174,7 +162,7 @@ def test_drift_run_daemon_measures_the_drift_that_explains_the_rate(tmp_path):
     assert "daemon drift" in text
     assert os.path.getsize(files["drift"]) > 1000
     assert "the drift explains the rate" in open(files["html"]).read()
-    assert not _ours(out)
+    assert not processes_of(out)
 
 
 def test_a_run_that_fails_midway_leaves_no_daemon(tmp_path):
@@ -184,7 +172,7 @@ def test_a_run_that_fails_midway_leaves_no_daemon(tmp_path):
     res = runner.run(cfg)
     assert not res.complete
     assert any("node model exited" in p for p in res.problems)
-    assert not _ours(out), "a stage or daemon of the failed run is still running"
+    assert not processes_of(out), "a stage or daemon of the failed run is still running"
     # the daemons were stopped with SIGTERM and flushed what they measured
     assert all(v["exit_code"] == 0 for v in res.daemons["nodes"].values()), res.daemons
     # (what the daemons measured before the failure is checked on complete runs:
@@ -206,7 +194,7 @@ def test_an_exception_in_the_runner_stops_the_daemons(tmp_path, monkeypatch):
     assert len(started) == 5
     assert not [pid for pid in started if psutil.pid_exists(pid)
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-    assert not _ours(out)
+    assert not processes_of(out)
 
 
 @pytest.mark.skipif(not have_netns(), reason="needs root and iproute2 (ip netns)")
@@ -219,7 +207,7 @@ def test_netns_daemons_measure_over_veth_and_a_failure_leaves_nothing(tmp_path):
     res = runner.run(cfg)
     assert not res.complete and any("node sink exited" in p for p in res.problems)
     assert not [n for n in netns.list_namespaces() if n.startswith(mine)]
-    assert not _ours(out)
+    assert not processes_of(out)
     nodes = res.daemons["nodes"]
     assert nodes["model"]["listen"] == f"{res.hosts['nodes']['model']['address']}:3190"
     by = {s.skew_ns: s for s in res.analysis.skews}
@@ -246,4 +234,4 @@ def test_kafka_drift_run_reports_the_daemons_drift(tmp_path, kafka_broker):
     assert doc["analysis"]["daemon_drift_ppm"] == pytest.approx(a.daemon_drift_ppm)
     assert doc["transport"]["kind"] == "kafka"
     assert "daemons measured" in open(files["html"]).read()
-    assert not _ours(out)
+    assert not processes_of(out)

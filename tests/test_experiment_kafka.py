@@ -1,8 +1,6 @@
 """`skewd experiment` over a real Kafka broker: the sweep, a broker restart
 mid-run, a drift run, --transport both, and the Kafka flags."""
 import json
-import os
-from dataclasses import replace
 
 import pytest
 

@@ -2,27 +2,14 @@
 at the model stage, a drift run, a node that dies, and bad input."""
 import os
 
-import psutil
 import pytest
 
+from conftest import processes_of
 from skewd.errors import HostError, UsageError
 from skewd.experiment import report, runner
-from skewd.experiment.analysis import Phase
 
 US = 1_000
 MS = 1_000_000
-
-
-def _ours(out_dir):
-    """Processes still running from this run (their argv names its out dir)."""
-    left = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(out_dir in a for a in (p.info["cmdline"] or [])):
-                left.append(p)
-        except psutil.Error:
-            pass
-    return left
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +25,7 @@ def sweep(tmp_path_factory):
 def test_sweep_completes_and_keeps_everything(sweep):
     res, files, out = sweep
     assert res.complete, (res.problems, res.missing)
-    assert not _ours(out)
+    assert not processes_of(out)
     for key in ("json", "html", "rate", "throughput"):
         assert os.path.getsize(files[key]) > 1000
     html = open(files["html"]).read()
@@ -115,7 +102,7 @@ def test_drift_run_rate_rises_with_the_offset(tmp_path):
     close = [w for w in d if abs(w.rate - w.predicted_rate) <= 0.2]
     assert len(close) >= len(d) // 2, d
     assert [s.skew_ns for s in res.analysis.skews] == [0]   # the baseline
-    assert not _ours(out)
+    assert not processes_of(out)
 
 
 def test_a_node_that_dies_ends_the_run_cleanly(tmp_path):
@@ -127,7 +114,7 @@ def test_a_node_that_dies_ends_the_run_cleanly(tmp_path):
     assert not res.complete
     assert any("node model exited with status 17" in p for p in res.problems)
     assert any("recorded" in m for m in res.missing)          # which skews fell short
-    assert not _ours(out)
+    assert not processes_of(out)
     # what was recorded is kept and analysed
     model = [n for n in res.nodes if n.node == "model"][0]
     assert model.exit_code == 17 and model.end == "died"

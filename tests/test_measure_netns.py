@@ -3,7 +3,6 @@ a veth pair, `skewd serve` in one, `skewd probe` in the other. All namespaces
 share one physical clock, so an injected offset is exact ground truth."""
 import json
 import os
-import struct
 import subprocess
 import sys
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from skewd import probe
 from skewd.errors import InputFileError, UsageError
-from skewd.probe import (FLAG_INTERLEAVED, KeyRing, Packet, ProbeClient, ProbeServer,
+from skewd.probe import (FLAG_INTERLEAVED, Packet, ProbeClient, ProbeServer,
                          ProtocolError, TYPE_REQUEST, TYPE_RESPONSE, decode, encode, parse_keys)
 from skewd.statepage import Segment, StatePage
 from skewd.tsock import Datagram, Stamp, StampSource, TimestampedSocket

@@ -3,7 +3,6 @@ stated bounds; negative cases show the bounds can fail."""
 import math
 
 import numpy as np
-import pytest
 
 from skewd.estimate import Estimator
 from skewd.simulate import ClockModel, PathModel, Scenario, simulate

@@ -2,7 +2,6 @@ import multiprocessing as mp
 import time
 
 import numpy as np
-import pytest
 
 from skewd import _page
 from skewd.skewclock import SkewedClock

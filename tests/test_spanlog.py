@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from skewd import spanlog
 from skewd.errors import InputFileError
 from skewd.schema import SCHEMA_VERSION, SPAN_SCHEMA
-from skewd.spanlog import (IncompleteLogWarning, SpanLogWarning, SpanLogWriter,
+from skewd.spanlog import (SpanLogWarning, SpanLogWriter,
                            TornTailWarning)
 
 KINDS = ["internal", "producer", "consumer", "client", "server"]

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 from skewd.benchmarks import median, table
 
@@ -180,7 +179,7 @@ def run(spans: int = 50_000_000, repeats: int = 3, pandas_spans: int = 5_000_000
         progress=None, workdir: str | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         path = os.path.join(d, "spans.arrow")
-        made = make_table_file(path, spans, progress=progress)
+        make_table_file(path, spans, progress=progress)
         if progress:
             progress(0.35)
         r = subprocess.run([sys.executable, "-m", "skewd.benchmarks.check", "--worker", path,

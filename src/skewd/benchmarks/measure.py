@@ -23,7 +23,6 @@ import platform
 import re
 import shutil
 import socket
-import statistics
 import sys
 import tempfile
 import threading

@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass, field, replace
 from skewd import clocks
 from skewd.errors import HostError, SkewdError, UsageError
 from skewd.experiment.analysis import Analysis, Phase, analyse
-from skewd.experiment.stages import EDGES, EXIT_SETUP, STAGES, NodeConfig, edges_of
+from skewd.experiment.stages import EDGES, STAGES, NodeConfig
 from skewd.experiment.transports.base import TransportSpec
 from skewd.statepage import NO_SEGMENT, StatePage
-from skewd.units import format_duration, parse_duration, parse_rate
+from skewd.units import format_duration, parse_duration
 
 DEFAULT_SKEWS = "0,10us,30us,100us,300us,1ms,3ms,5ms"
 HOSTS = ("local", "netns")
