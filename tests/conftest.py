@@ -29,6 +29,14 @@ def processes_of(out_dir: str) -> list:
     return left
 
 
+def tracks_prediction(s, pp: float = 0.05) -> bool:
+    """A skew's measured violation rate is its prediction's within 5 points,
+    or within three standard errors of sampling where a short run counts too
+    few messages for 5 points to mean anything (600 messages a side at a
+    30 % rate: one standard error is 2.6 points)."""
+    return abs(s.rate - s.predicted_rate) <= max(pp, 3 * (s.rate_error_sd or 0.0))
+
+
 def have_root() -> bool:
     return os.geteuid() == 0
 

@@ -98,6 +98,13 @@ def test_rates_track_the_distribution_and_prediction(record):
         assert r.predicted_rate == pytest.approx(r.rate, abs=0.06), s
     # positive skew breaks the edge out of the stage, negative the edge in
     assert by[300_000].edges[0].negative == 0 and by[300_000].edges[1].negative > 0
+    # the sampling error of rate − prediction: binomial on both counts, per edge
+    r = by[100_000]
+    n0 = {b.edge: b.messages for b in a.baseline}
+    want = sum(e.rate * (1 - e.rate) / e.messages + e.predicted * (1 - e.predicted) / n0[e.edge]
+               for e in r.edges) ** 0.5
+    assert r.rate_error_sd == pytest.approx(want) and 0.005 < want < 0.05
+    assert by[0].rate_error_sd == 0   # nothing negative, nothing predicted: no spread
     assert by[-100_000].edges[0].negative > 0 and by[-100_000].edges[1].negative == 0
     # the trace-estimated skew lies between the bounds and near the truth
     for s in skews:

@@ -90,6 +90,10 @@ class SkewResult:
     #: the daemons' single exchanges with the stage inside this skew's slots
     #: (daemon_offset_ns is their median; measured.py says why exchanges)
     daemon_exchanges: int = 0
+    #: the standard error of rate − predicted_rate from sampling alone: the
+    #: messages counted at this skew and the skew-0 messages the prediction
+    #: comes from (binomial, per edge, summed); None without both
+    rate_error_sd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,13 @@ def analyse(spans, source, sink, stage: str, plan: list[Phase],
         preds = [e.predicted for e in stats]
         rate = None if any(r is None for r in rates) else float(sum(rates))
         pred = None if any(p is None for p in preds) else float(sum(preds))
+        var = 0.0
+        for e, b in zip(stats, baseline):
+            if e.rate is None or e.predicted is None or not b.messages:
+                var = None
+                break
+            var += (e.rate * (1 - e.rate) / e.messages
+                    + e.predicted * (1 - e.predicted) / b.messages)
         est, lo, hi = _bounds(stats, inbound)
         sent_m = _in_phases(src_t, phases)
         recv_m = _in_phases(sink_src, phases)
@@ -321,7 +332,8 @@ def analyse(spans, source, sink, stage: str, plan: list[Phase],
         lat = (sink_t - sink_src)[recv_m]
         sent = int(sent_m.sum())
         correct = int(sink_ok[recv_m].sum())
-        return dict(stats=stats, rate=rate, pred=pred, est=est, lo=lo, hi=hi, sent=sent,
+        return dict(stats=stats, rate=rate, pred=pred, sd=None if var is None else var ** 0.5,
+                    est=est, lo=lo, hi=hi, sent=sent,
                     received=int(recv_m.sum()), correct=correct,
                     correctness=(correct / sent) if sent else None,
                     throughput=(arrivals / secs) if secs > 0 else None,
@@ -338,7 +350,7 @@ def analyse(spans, source, sink, stage: str, plan: list[Phase],
             daemon_offset_ns=round(dm.offset_ns) if dm else (daemon_offsets or {}).get(s),
             daemon_exchanges=dm.exchanges if dm else 0,
             est_skew_ns=g["est"], est_low_ns=g["lo"], est_high_ns=g["hi"],
-            rate=g["rate"], predicted_rate=g["pred"], edges=g["stats"],
+            rate=g["rate"], predicted_rate=g["pred"], rate_error_sd=g["sd"], edges=g["stats"],
             sent=g["sent"], received=g["received"], correct=g["correct"],
             correctness=g["correctness"], throughput_rps=g["throughput"],
             latency_p50_ns=g["p50"], latency_p99_ns=g["p99"]))
