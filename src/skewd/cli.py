@@ -502,7 +502,7 @@ def cmd_probe(args) -> int:
     if presend < 0:
         raise UsageError("--presend must not be negative")
     interval = parse_duration(args.interval)
-    if presend and presend >= interval and args.count > 1:
+    if presend and presend >= interval and args.count > 1 and not args.ntp:
         raise UsageError(f"--presend {args.presend} must be shorter than --interval "
                          f"{args.interval}")
     peer = probe.parse_peer(args.peer, probe.NTP_PORT if args.ntp else probe.DEFAULT_PORT)

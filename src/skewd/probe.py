@@ -96,10 +96,6 @@ ZERO_MAC = bytes(MAC_LEN)
 WARMUP = MAGIC + bytes([VERSION, TYPE_WARMUP, 0, 0])
 
 
-def is_warmup(data: bytes) -> bool:
-    return data == WARMUP
-
-
 def field_layout() -> list[tuple[int, int, str]]:
     """(offset, size, name) of every field, as the docs table lists them."""
     out, off = [], 0
@@ -826,10 +822,11 @@ def measure(client, peer: tuple[str, int], count: int, interval_ns: int,
     from skewd.estimate import Estimator
     est = estimator or Estimator()
     rows, e = [], None
-    t0 = time.monotonic_ns()
+    warm = presend_ns > 0 and isinstance(client, ProbeClient)
+    t0 = time.monotonic_ns() + (presend_ns if warm else 0)   # the first one has its lead too
     for k in range(count):
         due = t0 + k * interval_ns
-        if presend_ns > 0 and isinstance(client, ProbeClient):
+        if warm:
             wait = due - presend_ns - time.monotonic_ns()
             if wait > 0:
                 time.sleep(wait / 1e9)
