@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from skewd import clocks
 from skewd.errors import HostError, SkewdError, UsageError
+from skewd.experiment.child import ChildProcess
 from skewd.units import format_duration
 
 NETNS_PORT = 3190
@@ -113,36 +114,21 @@ def config_text(spec: DaemonSpec, addresses: dict[str, tuple[str, int]], *, inte
     return "\n".join(lines)
 
 
-class _Proc:
+class _Proc(ChildProcess):
+    TAIL = 300
+
     def __init__(self, spec: DaemonSpec, argv: list[str], env: dict, config: str,
                  stderr_path: str, control_socket: str):
+        super().__init__(argv, env, stderr_path, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL)
         self.spec = spec
         self.config = config
         self.control_socket = control_socket
-        self.stderr_path = stderr_path
-        self._err = open(stderr_path, "wb")
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self._err,
-                                     start_new_session=True)
         self.up = False
-        self.died_ns: int | None = None
-        self.killed = False
 
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stderr_tail(self, n: int = 300) -> str:
-        try:
-            with open(self.stderr_path, "rb") as f:
-                data = f.read().decode(errors="replace").strip()
-        except OSError:
-            return ""
-        errs = [l for l in data.splitlines() if l.startswith("error:") or " ERROR " in l]
-        return errs[-1].strip() if errs else data[-n:]
+    def error_of(self, line: str) -> str | None:
+        # the daemon logs its errors with the level in the line
+        return line.strip() if line.startswith("error:") or " ERROR " in line else None
 
 
 class Daemons:
@@ -275,8 +261,7 @@ class Daemons:
             except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL failed
                 raise HostError(f"the daemon of node {p.spec.node} (pid {p.proc.pid}) "
                                 f"survived SIGKILL") from None
-            if not p._err.closed:
-                p._err.close()
+            p.close_stderr()
         return killed
 
     def running(self) -> list[str]:

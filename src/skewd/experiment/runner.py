@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from skewd import clocks
 from skewd.errors import HostError, SkewdError, UsageError
 from skewd.experiment.analysis import Analysis, Phase, analyse
+from skewd.experiment.child import ChildProcess
 from skewd.experiment.stages import EDGES, STAGES, NodeConfig
 from skewd.experiment.transports.base import TransportSpec
 from skewd.statepage import NO_SEGMENT, StatePage
@@ -245,18 +246,14 @@ def make_plan(cfg: ExperimentConfig, t0: int) -> list[Phase]:
 
 # --- processes ------------------------------------------------------------------------
 
-class _Node:
+class _Node(ChildProcess):
     def __init__(self, node: str, argv: list[str], env: dict, stderr_path: str, source: bool):
+        super().__init__(argv, env, stderr_path,
+                         stdin=subprocess.PIPE if source else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE)
         self.node = node
-        self.stderr_path = stderr_path
-        self._err = open(stderr_path, "wb")
-        self.proc = subprocess.Popen(
-            argv, env=env, stdin=subprocess.PIPE if source else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=self._err, start_new_session=True)
         self.ready = threading.Event()
         self.lines: queue.Queue = queue.Queue()
-        self.died_ns: int | None = None
-        self.killed = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -266,22 +263,6 @@ class _Node:
                 self.ready.set()
             self.lines.put(line)
 
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def stderr_tail(self, n: int = 400) -> str:
-        try:
-            with open(self.stderr_path, "rb") as f:
-                data = f.read().decode(errors="replace").strip()
-        except OSError:
-            return ""
-        errs = [l for l in data.splitlines() if l.startswith("error:")]
-        return errs[-1][len("error:"):].strip() if errs else data[-n:]
-
     def close(self) -> None:
         for s in (self.proc.stdin, self.proc.stdout):
             if s:
@@ -289,7 +270,7 @@ class _Node:
                     s.close()
                 except OSError:
                     pass
-        self._err.close()
+        self.close_stderr()
 
 
 class _Supervisor:
