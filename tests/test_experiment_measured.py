@@ -75,6 +75,22 @@ def test_per_skew_median_of_exchanges_inside_the_slots():
     assert view.track is None
 
 
+def test_a_run_that_stopped_early_counts_exchanges_up_to_the_stop_only():
+    # a node died 10 ms into the 1 ms slots: the injection stopped following
+    # the plan there (here: back to 0) while the daemons measured on
+    plan = [Phase("skew", T0, T0 + 20 * MS, 0), Phase("skew", T0 + 20 * MS, T0 + 40 * MS, 1 * MS),
+            Phase("skew", T0 + 40 * MS, T0 + 60 * MS, 1 * MS)]
+    stop = T0 + 30 * MS
+    rows = [_exchange("source", "model", T0 + 5 * MS, 0),
+            _exchange("source", "model", T0 + 23 * MS, 1 * MS)]   # before the stop
+    rows += [_exchange("source", "model", T0 + t * MS, 0) for t in (31, 35, 42, 47, 55)]
+    table = _table(rows)
+    assert measured.measure(table, "model", plan).per_skew[1 * MS].offset_ns == 0   # misled
+    view = measured.measure(table, "model", plan, end_ns=stop)
+    assert view.per_skew[1 * MS].offset_ns == 1 * MS and view.per_skew[1 * MS].exchanges == 1
+    assert view.per_skew[0].exchanges == 1
+
+
 def test_guard_keeps_exchanges_away_from_changes():
     plan = [Phase("warmup", T0, T0 + 10 * MS), Phase("skew", T0 + 10 * MS, T0 + 30 * MS, 0),
             Phase("skew", T0 + 30 * MS, T0 + 50 * MS, 1 * MS)]

@@ -23,7 +23,7 @@ its view of time does not place an exchange in a slot).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -166,8 +166,13 @@ class DaemonView:
     sources: tuple[str, ...] = ()
 
 
-def measure(table, stage: str, plan, guard_ns: int = GUARD_NS) -> DaemonView:
-    """The daemons' view of `stage` over the run's plan."""
+def measure(table, stage: str, plan, guard_ns: int = GUARD_NS,
+            end_ns: int | None = None) -> DaemonView:
+    """The daemons' view of `stage` over the run's plan; end_ns: where the
+    run stopped early (the injection stopped following the plan there, while
+    the daemons measured on until they were stopped)."""
+    if end_ns is not None:
+        plan = [replace(p, end_ns=min(p.end_ns, end_ns)) for p in plan if p.start_ns < end_ns]
     ex = exchanges_of(table, stage)
     k = phase_of(ex, plan, guard_ns)
     per = {}

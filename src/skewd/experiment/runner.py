@@ -655,7 +655,7 @@ def _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended, fail
             if p.kind == "drift" and failed_at < p.end_ns:
                 got = max(0.0, (failed_at - p.start_ns) / 1e9)
                 missing.append(f"drift ramp: {got:.2f}s of {p.seconds:.2f}s recorded")
-    view, daemon_line = _daemon_view(cfg, daemons, logs, plan, missing)
+    view, daemon_line = _daemon_view(cfg, daemons, logs, plan, missing, end_ns)
     analysis = analyse(spans, source, sink, cfg.skew_stage, plan, daemon=view,
                        drift_windows=cfg.drift_windows, end_ns=end_ns)
     slow = [s for s in analysis.skews
@@ -674,9 +674,10 @@ def _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended, fail
         **({"daemon": daemon_line, "daemons": daemons.describe()} if daemons else {}))
 
 
-def _daemon_view(cfg, daemons, logs, plan, missing):
+def _daemon_view(cfg, daemons, logs, plan, missing, end_ns=None):
     """(what the daemons measured of the skewed stage, a line saying how),
-    from their offset logs in `logs`; (None, None) without daemons."""
+    from their offset logs in `logs`, up to end_ns where the run stopped
+    early; (None, None) without daemons."""
     import warnings
     if daemons is None:
         return None, None
@@ -692,7 +693,7 @@ def _daemon_view(cfg, daemons, logs, plan, missing):
         except SkewdError as e:
             missing.append(f"offset logs unreadable: {e}")
     missing.extend(f"offset log: {w.message}" for w in caught)
-    view = measured.measure(table, cfg.skew_stage, plan)
+    view = measured.measure(table, cfg.skew_stage, plan, end_ns=end_ns)
     if view.exchanges == 0:
         missing.append(f"no daemon measured stage {cfg.skew_stage}: its offset columns are empty")
     stamps = sorted({m for m in daemons.stamps.values()}) or ["?"]
