@@ -50,16 +50,15 @@ def test_defaults():
 
 
 def test_presend():
-    assert config.loads(GOOD.replace('probe_interval = "100ms"',
-                                     'probe_interval = "100ms"\npresend = "50us"')).presend_ns == 50_000
-    assert config.loads(GOOD.replace('probe_interval = "100ms"',
-                                     'probe_interval = "100ms"\npresend = "0"')).presend_ns == 0
+    def with_presend(value):
+        return GOOD.replace('probe_interval = "100ms"',
+                            f'probe_interval = "100ms"\npresend = "{value}"')
+    assert config.loads(with_presend("50us")).presend_ns == 50_000
+    assert config.loads(with_presend("0")).presend_ns == 0
     with pytest.raises(ConfigError, match=r"line 5: presend must be under half of probe_interval"):
-        config.loads(GOOD.replace('probe_interval = "100ms"',
-                                  'probe_interval = "100ms"\npresend = "60ms"'), "skewd.toml")
+        config.loads(with_presend("60ms"), "skewd.toml")
     with pytest.raises(ConfigError, match=r"line 5: presend must not be negative"):
-        config.loads(GOOD.replace('probe_interval = "100ms"',
-                                  'probe_interval = "100ms"\npresend = "-1us"'), "skewd.toml")
+        config.loads(with_presend("-1us"), "skewd.toml")
 
 
 @pytest.mark.parametrize("change,msg", [

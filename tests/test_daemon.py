@@ -111,7 +111,8 @@ def test_every_probe_follows_its_warmup_by_the_lead(tmp_path, state_dir):
     for port in (int(a.split(":")[1]) for _, a in peers):
         mine = [(k, t) for k, p, t in sent if p == port]
         kinds = [k for k, _ in mine]
-        assert len(kinds) >= 10 and kinds[:len(kinds) // 2 * 2] == ["warm", "probe"] * (len(kinds) // 2)
+        pairs = len(kinds) // 2
+        assert len(kinds) >= 10 and kinds[:pairs * 2] == ["warm", "probe"] * pairs
         leads = [t2 - t1 for (_, t1), (_, t2) in zip(mine[0::2], mine[1::2])]
         assert all(4_000_000 <= x < 20_000_000 for x in leads), leads
         probes = [t for k, t in mine if k == "probe"]

@@ -240,7 +240,8 @@ cdef class Socket:
         return skw_tsock_tx_collect(&self.s)
 
     def stats(self):
-        return dict(sent=self.s.st.sent, sent_unstamped=self.s.st.sent_unstamped, received=self.s.st.received,
+        return dict(sent=self.s.st.sent, sent_unstamped=self.s.st.sent_unstamped,
+                    received=self.s.st.received,
                     tx_stamped=self.s.st.tx_stamped, tx_missing=self.s.st.tx_missing,
                     tx_stale=self.s.st.tx_stale, rx_unstamped=self.s.st.rx_unstamped,
                     discarded=self.s.st.discarded,

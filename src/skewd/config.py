@@ -137,8 +137,8 @@ class _Loc:
 
 
 _TOP_KEYS = {"node", "listen", "peers", "reference", "keys_file", "key_id", "probe_interval",
-             "presend", "interface", "hardware_timestamps", "inject", "log", "metrics", "control_socket",
-             "state_dir", "unreachable_after"}
+             "presend", "interface", "hardware_timestamps", "inject", "log", "metrics",
+             "control_socket", "state_dir", "unreachable_after"}
 
 
 def loads(text: str, path: str = "<config>") -> Config:
