@@ -38,31 +38,51 @@ int skw_regress_inputs(const int64_t *t_ns, const double *delay, size_t n,
     return 0;
 }
 
+struct sums {
+    double sw, swx, swy, swxx, swxy;
+};
+
+/* The weighted sums over [lo, hi), first to last, or last to first when
+ * backwards (as a reversed cumulative sum adds them). */
+static void sum_over(const double *x, const double *y, const double *w, size_t lo, size_t hi,
+                     int backwards, struct sums *s)
+{
+    double wx;
+    size_t k, i;
+
+    s->sw = s->swx = s->swy = s->swxx = s->swxy = 0;
+    for (k = lo; k < hi; k++) {
+        i = backwards ? hi - 1 - (k - lo) : k;
+        wx = w[i] * x[i];
+        s->sw += w[i];
+        s->swx += wx;
+        s->swy += w[i] * y[i];
+        s->swxx += wx * x[i];
+        s->swxy += wx * y[i];
+    }
+}
+
+/* The line a + b x through the sums (flat where they fix no slope); returns
+ * the determinant. */
+static double line_of(const struct sums *s, double *a, double *b)
+{
+    double det = s->sw * s->swxx - s->swx * s->swx;
+    *b = det > 0 ? (s->sw * s->swxy - s->swx * s->swy) / det : 0.0;
+    *a = (s->swy - *b * s->swx) / s->sw;
+    return det;
+}
+
 int skw_regress_fit(const double *x, const double *y, const double *w, size_t n,
                     struct skw_regress_line *out)
 {
-    double sw = 0, swx = 0, swy = 0, swxx = 0, swxy = 0, wx, det, a, b, r;
-    double s2 = 0, rr = 0, inv_w = 0, xmin, xmax, span2;
+    struct sums s;
+    double det, a, b, r, s2 = 0, rr = 0, inv_w = 0, xmin, xmax, span2;
     size_t i;
 
     if (!x || !y || !w || !out || n == 0)
         return -EINVAL;
-    for (i = 0; i < n; i++) {
-        wx = w[i] * x[i];
-        sw += w[i];
-        swx += wx;
-        swy += w[i] * y[i];
-        swxx += wx * x[i];
-        swxy += wx * y[i];
-    }
-    det = sw * swxx - swx * swx;
-    if (det <= 0) {
-        b = 0.0;
-        a = swy / sw;
-    } else {
-        b = (sw * swxy - swx * swy) / det;
-        a = (swy - b * swx) / sw;
-    }
+    sum_over(x, y, w, 0, n, 0, &s);
+    det = line_of(&s, &a, &b);
     xmin = xmax = x[0];
     for (i = 0; i < n; i++) {
         r = y[i] - (a + b * x[i]);
@@ -79,9 +99,9 @@ int skw_regress_fit(const double *x, const double *y, const double *w, size_t n,
     if (n > 2 && det > 0) {
         /* the weights are relative; the residuals give their scale */
         s2 /= (double)(n - 2);
-        out->var_a = s2 * swxx / det;
-        out->var_b = s2 * sw / det;
-        out->cov_ab = -s2 * swx / det;
+        out->var_a = s2 * s.swxx / det;
+        out->var_b = s2 * s.sw / det;
+        out->cov_ab = -s2 * s.swx / det;
     } else {
         out->var_a = inv_w / (double)n;
         span2 = (xmax - xmin) * (xmax - xmin);
@@ -108,21 +128,13 @@ double skw_regress_runs_critical(size_t n_pos, size_t n_neg, double z)
 static int suffix_passes(const double *x, const double *y, const double *w, size_t n,
                          size_t start, double z)
 {
-    double sw = 0, swx = 0, swy = 0, swxx = 0, swxy = 0, wx, det, a, b;
+    struct sums s;
+    double a, b;
     size_t i, n_pos = 0, runs = 1;
     int sign, prev = 0;
 
-    for (i = n; i-- > start;) {
-        wx = w[i] * x[i];
-        sw += w[i];
-        swx += wx;
-        swy += w[i] * y[i];
-        swxx += wx * x[i];
-        swxy += wx * y[i];
-    }
-    det = sw * swxx - swx * swx;
-    b = det > 0 ? (sw * swxy - swx * swy) / det : 0.0;
-    a = (swy - b * swx) / sw;
+    sum_over(x, y, w, start, n, 1, &s);
+    line_of(&s, &a, &b);
     for (i = start; i < n; i++) {
         sign = y[i] - (a + b * x[i]) >= 0;
         n_pos += (size_t)sign;
