@@ -14,9 +14,9 @@ thread's ring. A drain thread turns what the rings hold into Arrow record
 batches and writes them to the log (skewd.spanlog) every flush interval
 (50 ms) while spans arrive, or at once when a ring is half full; it waits
 in C without the GIL and takes it only when there is something to write, so
-an idle tracer costs its process only a C wake-up per interval. A full ring drops the span and counts it (stats()
-["dropped"]); Tracer(block=True) waits for room instead, for tests that
-need every span.
+an idle tracer costs its process only a C wake-up per interval. A full ring
+drops the span and counts it (stats()["dropped"]); Tracer(block=True)
+waits for room instead, for tests that need every span.
 
 Parents: parent=ctx (a SpanContext, e.g. from extract_headers) or a Span;
 parent=None makes the span a child of this thread's current span (the
@@ -231,12 +231,10 @@ def extract_headers(headers) -> tuple[SpanContext | None, int | None]:
             k = key.lower()
         if k == TRACEPARENT and not seen_tp:
             seen_tp = True
-            ctx = _parse_tp_fast(value)
-            if ctx is None:
-                try:
-                    ctx = parse_traceparent(value)
-                except (ValueError, TypeError) as e:
-                    _malformed_value("traceparent header", value, str(e))
+            try:
+                ctx = parse_traceparent(value)  # the C parser first
+            except (ValueError, TypeError) as e:
+                _malformed_value("traceparent header", value, str(e))
         elif k == SEND_NS_HEADER and not seen_send:
             seen_send = True
             if value is not None:
