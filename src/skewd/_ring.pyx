@@ -682,26 +682,42 @@ def extract_list_fast(headers):
     return ctx, send
 
 
+cdef inline bint _ids_of(object ctx, uint64_t *hi, uint64_t *lo, uint64_t *sid,
+                        bint *sampled):
+    """A Span's or SpanContext's ids and sampled flag; False for any other type."""
+    cdef Span s
+    cdef SpanContext c
+    if type(ctx) is Span:
+        s = <Span>ctx
+        hi[0], lo[0], sid[0], sampled[0] = s.hi, s.lo, s.sid, s.flags & SKW_RING_F_SAMPLED
+        return True
+    if type(ctx) is SpanContext:
+        c = <SpanContext>ctx
+        hi[0], lo[0], sid[0], sampled[0] = c._hi, c._lo, c._sid, c.sampled
+        return True
+    return False
+
+
+cdef inline bint _int64(object v):
+    return type(v) is int and -2**63 < v < 2**63
+
+
 def headers_fast(ctx, send_ns):
     """[("traceparent", ...), ("skewd-send-ns", ...)] for a Span or
     SpanContext and an int send time (either may be None), or None when
     either is of another type (the general inject_headers handles it)."""
     cdef list out = []
-    cdef Span s
-    cdef SpanContext c
+    cdef uint64_t hi, lo, sid
+    cdef bint sampled
     cdef char buf[SKW_TRACECTX_NS_MAX_LEN]
     cdef size_t k
     cdef int64_t v
-    if type(ctx) is Span:
-        s = <Span>ctx
-        out.append((_TP_KEY, _tp_bytes(s.hi, s.lo, s.sid, s.flags & SKW_RING_F_SAMPLED)))
-    elif type(ctx) is SpanContext:
-        c = <SpanContext>ctx
-        out.append((_TP_KEY, _tp_bytes(c._hi, c._lo, c._sid, c.sampled)))
+    if _ids_of(ctx, &hi, &lo, &sid, &sampled):
+        out.append((_TP_KEY, _tp_bytes(hi, lo, sid, sampled)))
     elif ctx is not None:
         return None
     if send_ns is not None:
-        if type(send_ns) is not int or not (-2**63 < send_ns < 2**63):
+        if not _int64(send_ns):
             return None
         v = send_ns
         k = skw_tracectx_format_ns(buf, v)
@@ -735,21 +751,11 @@ def header_block(bytes prefix, ctx, send_ns):
     another type (the caller encodes them the general way)."""
     cdef uint64_t hi, lo, sid
     cdef bint sampled
-    cdef Span s
-    cdef SpanContext c
     cdef char nsbuf[SKW_TRACECTX_NS_MAX_LEN]
     cdef size_t k
     cdef int64_t v
     cdef Py_ssize_t plen = PyBytes_GET_SIZE(prefix)
-    if type(ctx) is Span:
-        s = <Span>ctx
-        hi, lo, sid, sampled = s.hi, s.lo, s.sid, s.flags & SKW_RING_F_SAMPLED
-    elif type(ctx) is SpanContext:
-        c = <SpanContext>ctx
-        hi, lo, sid, sampled = c._hi, c._lo, c._sid, c.sampled
-    else:
-        return None
-    if type(send_ns) is not int or not (-2**63 < send_ns < 2**63):
+    if not _ids_of(ctx, &hi, &lo, &sid, &sampled) or not _int64(send_ns):
         return None
     v = send_ns
     k = skw_tracectx_format_ns(nsbuf, v)
