@@ -20,6 +20,9 @@ cdef inline _check(int rc):
 
 
 def runs_critical(size_t n_pos, size_t n_neg, double z=1.645):
+    """Fewest sign runs a random sequence of n_pos + n_neg residuals shows at
+    the one-sided level z (normal approximation of the Wald–Wolfowitz test);
+    what the window sizing uses."""
     return skw_regress_runs_critical(n_pos, n_neg, z)
 
 

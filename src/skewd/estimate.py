@@ -43,6 +43,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from skewd import _regress
 from skewd._regress import Series
 
 #: stamp quality, worst first; a sample's source is the worst of its four
@@ -133,16 +134,9 @@ class _Fit(NamedTuple):   # a tuple: built after every accepted sample
     source: str
 
 
-def runs_critical(n_pos: int, n_neg: int, z: float = 1.645) -> float:
-    """Fewest sign runs a random sequence of n_pos + n_neg residuals shows at
-    the one-sided level z (normal approximation of the Wald–Wolfowitz test).
-    The window sizing uses skw_regress_runs_critical, the same formula in C."""
-    n = n_pos + n_neg
-    if n_pos == 0 or n_neg == 0 or n < 3:
-        return 1.0
-    mu = 2.0 * n_pos * n_neg / n + 1.0
-    var = (mu - 1.0) * (mu - 2.0) / (n - 1.0)
-    return mu - z * math.sqrt(max(var, 0.0))
+#: fewest sign runs a random residual sequence shows (Wald–Wolfowitz, normal
+#: approximation): the window sizing's formula, in C
+runs_critical = _regress.runs_critical
 
 
 class Estimator:
