@@ -471,10 +471,8 @@ class Daemon:
         data = gossip.encode(gossip.Report(self.cfg.node, clocks.realtime_ns(), tuple(entries)), key)
         for rt in self.peers.values():
             try:
-                sent = self.sock.send(data, rt.addr)
-                # take its TX stamp off the error queue now: left there it
-                # would wake the loop with nothing to read
-                self.sock.tx_stamp(sent, 100_000)
+                # no TX stamp: a report is not an exchange
+                self.sock.send_unstamped(data, rt.addr)
             except SkewdError:
                 rt.send_errors += 1
 
