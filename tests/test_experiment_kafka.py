@@ -32,7 +32,17 @@ def test_sweep_over_kafka_matches_the_prediction(tmp_path, kafka_broker):
     assert by[30 * MS].rate > 0.5
     th = compare.threshold(r)
     assert th.floor_ns is not None and th.floor_ns > 100_000, "Kafka's floor is not µs"
-    assert th.first_violation_ns is not None and th.first_violation_ns >= th.floor_ns
+    assert th.first_violation_ns is not None
+    # The floor is the fastest of a few hundred skew-0 messages, an estimate
+    # of the true minimum: a later slot can hold a message or two faster than
+    # it (seen once: one at 1 ms against a 1.29 ms floor). Well below the
+    # floor nothing is negative; just below it only that thin tail is.
+    for s in r.analysis.skews:
+        if 0 <= s.skew_ns <= th.floor_ns / 2:
+            assert s.rate == 0.0, (s.skew_ns, s.rate, th.floor_ns)
+        elif s.skew_ns < th.floor_ns:
+            assert s.rate < compare.CLEAR_RATE, (s.skew_ns, s.rate, th.floor_ns)
+    assert th.first_clear_ns is not None and th.first_clear_ns >= th.floor_ns
     for s in r.analysis.skews:
         assert s.correctness == 1.0, s
         assert tracks_prediction(s), (s.skew_ns, s.rate, s.predicted_rate, s.rate_error_sd)
