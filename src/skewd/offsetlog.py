@@ -1,6 +1,7 @@
 """The daemon's offset logs: every exchange and every estimate, as Arrow IPC
-files written, rotated and read back exactly like span logs (skewd.spanlog:
-one write per batch, footer and fsync on rotation, torn tails cut on read).
+files rotated and read back like span logs (one write per batch, footer and
+fsync on rotation, torn tails cut on read), written without pyarrow
+(skewd.arrowipc) so that the daemon never loads it.
 
 Columns (schema version in the metadata as b"skewd.offsets_version"):
 
@@ -22,61 +23,103 @@ from __future__ import annotations
 import glob
 import os
 
-import pyarrow as pa
-
-from skewd import spanlog
+from skewd import arrowipc
+from skewd.arrowipc import FLOAT64, INT32, INT64, UTF8, Column
 from skewd.errors import InputFileError
+from skewd.logfiles import RotatingLog
 
 OFFSETS_VERSION = 1
 META_VERSION = b"skewd.offsets_version"
 
-OFFSET_SCHEMA = pa.schema([
-    pa.field("time_ns", pa.int64(), nullable=False),
-    pa.field("node", pa.string(), nullable=False),
-    pa.field("peer", pa.string(), nullable=False),
-    pa.field("record", pa.string(), nullable=False),
-    pa.field("t1", pa.int64()), pa.field("t2", pa.int64()),
-    pa.field("t3", pa.int64()), pa.field("t4", pa.int64()),
-    pa.field("offset_ns", pa.float64(), nullable=False),
-    pa.field("delay_ns", pa.float64()),
-    pa.field("uncertainty_ns", pa.float64()),
-    pa.field("drift_ppb", pa.float64()),
-    pa.field("samples", pa.int32()),
-    pa.field("jitter_ns", pa.float64()),
-    pa.field("source", pa.string()),
-    pa.field("verdict", pa.string()),
-])
-COLUMNS = OFFSET_SCHEMA.names
+#: the file's columns; this module writes them without pyarrow (the daemon
+#: imports it), and builds OFFSET_SCHEMA, the pyarrow schema, only when asked
+OFFSET_COLUMNS = (
+    Column("time_ns", INT64, False), Column("node", UTF8, False), Column("peer", UTF8, False),
+    Column("record", UTF8, False),
+    Column("t1", INT64), Column("t2", INT64), Column("t3", INT64), Column("t4", INT64),
+    Column("offset_ns", FLOAT64, False), Column("delay_ns", FLOAT64),
+    Column("uncertainty_ns", FLOAT64), Column("drift_ppb", FLOAT64),
+    Column("samples", INT32), Column("jitter_ns", FLOAT64),
+    Column("source", UTF8), Column("verdict", UTF8),
+)
+COLUMNS = [c.name for c in OFFSET_COLUMNS]
 
 
-class OffsetLogWriter(spanlog.SpanLogWriter):
-    """Rotated, crash-safe offset logs named offsets-<node>-<time>-<pid>-<n>.arrow."""
-    prepare = staticmethod(lambda batch: batch)
-
-    def __init__(self, directory: str, *, node: str, **kw):
-        super().__init__(directory, node=node, prefix="offsets", **kw)
-
-    def schema(self) -> pa.Schema:
-        return OFFSET_SCHEMA.with_metadata({
-            META_VERSION: str(OFFSETS_VERSION).encode(), b"skewd.node": self.node.encode(),
-            b"skewd.host": self.host.encode(), b"skewd.pid": str(os.getpid()).encode()})
+def __getattr__(name: str):
+    if name == "OFFSET_SCHEMA":
+        import pyarrow as pa
+        types = {INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64(), UTF8: pa.string()}
+        schema = pa.schema([pa.field(c.name, types[c.type], nullable=c.nullable)
+                            for c in OFFSET_COLUMNS])
+        globals()["OFFSET_SCHEMA"] = schema
+        return schema
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def batch_from_tuples(rows: list[tuple]) -> pa.RecordBatch:
-    """Rows as tuples in COLUMNS order (the daemon's hot path) into a batch."""
+class OffsetLogWriter(RotatingLog):
+    """Rotated, crash-safe offset logs named offsets-<node>-<time>-<pid>-<n>.arrow:
+    one write() per batch of rows, footer and fsync on rotation and close."""
+
+    def __init__(self, directory: str, *, node: str, host: str | None = None,
+                 max_bytes: int = 64 << 20, max_age_s: float = 600.0):
+        super().__init__(directory, node=node, prefix="offsets", host=host,
+                         max_bytes=max_bytes, max_age_s=max_age_s, what="offset log")
+        self._fd: int | None = None
+        self._file: arrowipc.FileWriter | None = None
+
+    def metadata(self) -> dict:
+        return {META_VERSION: str(OFFSETS_VERSION).encode(), b"skewd.node": self.node.encode(),
+                b"skewd.host": self.host.encode(), b"skewd.pid": str(os.getpid()).encode()}
+
+    def _begin(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            self._file = arrowipc.FileWriter(self._fd, OFFSET_COLUMNS, self.metadata())
+        except BaseException:
+            os.close(self._fd)
+            self._fd = None
+            raise
+
+    def write(self, rows: list[tuple]) -> None:
+        """Append rows (tuples in COLUMNS order) as one batch; rotate when due."""
+        if not rows:
+            return
+        if self._file is None:
+            self._open()
+        self._written(len(rows), self._file.write_rows(rows))
+
+    def _end(self) -> int:
+        self._file.close()
+        return self._fd
+
+    def _release(self) -> None:
+        fd, self._fd, self._file = self._fd, None, None
+        os.close(fd)
+
+    def _drop(self) -> None:
+        self._release()
+
+
+def batch_from_tuples(rows: list[tuple]):
+    """Rows as tuples in COLUMNS order into a pyarrow record batch."""
+    import pyarrow as pa
+    schema = __getattr__("OFFSET_SCHEMA")
     cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
     return pa.RecordBatch.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(cols, OFFSET_SCHEMA)], schema=OFFSET_SCHEMA)
+        [pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
 
 
-def batch_from_rows(rows: list[dict]) -> pa.RecordBatch:
+def batch_from_rows(rows: list[dict]):
     """Rows as dicts keyed by column (missing keys are nulls) into a batch."""
     return batch_from_tuples([tuple(r.get(name) for name in COLUMNS) for r in rows])
 
 
-def read(paths) -> pa.Table:
+def read(paths):
     """Every row of the given offset logs (files or directories); torn tails
-    are cut with a warning, like span logs."""
+    are cut with a warning, like span logs; a pyarrow Table."""
+    import pyarrow as pa
+    from skewd import spanlog
+    schema = __getattr__("OFFSET_SCHEMA")
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = []
@@ -99,5 +142,5 @@ def read(paths) -> pa.Table:
                                  f"{OFFSETS_VERSION}")
         batches.extend(b.replace_schema_metadata(None) for b in fr.batches)
     if not batches:
-        return OFFSET_SCHEMA.empty_table()
-    return pa.Table.from_batches(batches, schema=OFFSET_SCHEMA)
+        return schema.empty_table()
+    return pa.Table.from_batches(batches, schema=schema)

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import glob
 import os
-import socket
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from skewd.errors import InputFileError, UsageError
+from skewd.logfiles import RotatingLog
 from skewd.schema import KINDS, SCHEMA_VERSION, SPAN_SCHEMA, schema_version, with_metadata
 
 NULL_NS = -(2 ** 63)
@@ -160,75 +159,32 @@ def _native_stream(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
     return pa.BufferedOutputStream(raw, 1 << 20), raw
 
 
-@dataclass
-class WriterStats:
-    files: list[str] = field(default_factory=list)
-    batches: int = 0
-    rows: int = 0
-    bytes: int = 0
-    errors: int = 0
-    last_error: str | None = None
-
-
-class SpanLogWriter:
+class SpanLogWriter(RotatingLog):
     """Writes record batches to rotated Arrow IPC files in `directory`.
-    Not thread-safe: one drain thread (or a caller holding its lock) uses it.
-    Subclasses write other tables (the daemon's offset logs) by overriding
-    schema() and prepare()."""
+    Not thread-safe: one drain thread (or a caller holding its lock) uses it."""
 
-    #: turns a batch into what the file holds (spans: the fixed kind dictionary)
+    #: turns a batch into what the file holds (the fixed kind dictionary)
     prepare = staticmethod(_fixed_kinds)
 
     def __init__(self, directory: str, *, node: str, stage: str | None = None,
                  clock: str = "realtime", host: str | None = None,
-                 max_bytes: int = 64 << 20, max_age_s: float = 600.0,
-                 prefix: str = "spans"):
-        if max_bytes <= 0 or max_age_s <= 0:
-            raise UsageError("span log rotation needs max_bytes > 0 and max_age_s > 0")
-        self.directory = os.fspath(directory)
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"span log directory {self.directory}: {e.strerror}") from None
-        self.node = node
+                 max_bytes: int = 64 << 20, max_age_s: float = 600.0):
+        super().__init__(directory, node=node, prefix="spans", host=host,
+                         max_bytes=max_bytes, max_age_s=max_age_s, what="span log")
         self.stage = stage
         self.clock = clock
-        self.host = host or socket.gethostname()
-        self.max_bytes = int(max_bytes)
-        self.max_age_s = float(max_age_s)
-        self.prefix = prefix
-        self.stats = WriterStats()
-        self._seq = 0
         self._raw = None
         self._sink = None
         self._writer = None
-        self._size = 0
-        self._opened = 0.0
-        self.path: str | None = None
 
     def schema(self) -> pa.Schema:
         return with_metadata(SPAN_SCHEMA, node=self.node, stage=self.stage or "",
                              clock=self.clock, host=self.host, pid=os.getpid())
 
-    def _open(self) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        while True:
-            self._seq += 1
-            name = f"{self.prefix}-{self.node}-{stamp}-{os.getpid()}-{self._seq:04d}.arrow"
-            path = os.path.join(self.directory, name)
-            try:  # claim the name; another writer may share the directory
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                                 0o644))
-                break
-            except FileExistsError:
-                continue
+    def _begin(self, path: str) -> None:
         self._sink, self._raw = _native_stream(path)
         self._writer = pa.ipc.new_file(self._sink, self.schema())
         self._sink.flush()
-        self._size = 0
-        self._opened = time.monotonic()
-        self.path = path
-        self.stats.files.append(path)
 
     def write(self, batch: pa.RecordBatch, nbytes: int | None = None,
               prepared: bool = False) -> None:
@@ -244,71 +200,32 @@ class SpanLogWriter:
             self._open()
         self._writer.write_batch(batch)
         self._sink.flush()  # to the kernel now: a crash loses at most this interval
-        self.stats.batches += 1
-        self.stats.rows += batch.num_rows
         # an estimate that needs no syscall (each would give up the GIL)
         size = (nbytes if nbytes is not None else batch.nbytes) + 64 * (batch.num_columns + 4)
-        self.stats.bytes += size
-        self._size += size
-        self.maybe_rotate()
+        self._written(batch.num_rows, size)
 
-    def maybe_rotate(self) -> bool:
-        if self._writer is None:
-            return False
-        if (self._size >= self.max_bytes or
-                time.monotonic() - self._opened >= self.max_age_s):
-            self._finish()
-            return True
-        return False
+    def _end(self) -> int:
+        self._writer.close()  # the footer
+        self._sink.flush()
+        return self._raw.fileno()
 
-    def rotate(self) -> None:
-        """Close the current file now; the next batch opens a new one."""
-        if self._writer is not None:
-            self._finish()
-
-    def _finish(self) -> None:
-        writer, sink, raw = self._writer, self._sink, self._raw
+    def _release(self) -> None:
+        sink = self._sink
         self._writer = self._sink = self._raw = None
+        sink.close()
+
+    def _drop(self) -> None:
+        """In a forked child: every batch was flushed before the fork and
+        nothing is pending; the parent's writer must never be finalised here."""
+        _abandoned.append((self._writer, self._sink))
         try:
-            writer.close()  # the footer
-            sink.flush()
-            os.fsync(raw.fileno())
-        finally:
-            sink.close()
-        _fsync_dir(self.directory)
-
-    def close(self) -> None:
-        self.rotate()
-
-    def abandon(self) -> None:
-        """In a forked child: let go of the parent's file without writing to
-        it (every batch was flushed before the fork; nothing is pending)."""
-        if self._raw is not None:
-            _abandoned.append((self._writer, self._sink))  # never finalised here
-            try:
-                self._raw.close()  # the child's copy of the descriptor
-            except (OSError, pa.ArrowException):
-                pass
+            self._raw.close()  # the child's copy of the descriptor
+        except (OSError, pa.ArrowException):
+            pass
         self._writer = self._sink = self._raw = None
-        self.path = None
-        self.stats = WriterStats()
-        self._seq = 0
 
 
 _abandoned: list = []
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --- reader -----------------------------------------------------------------------------
