@@ -335,7 +335,7 @@ int skw_tsock_set_discard(struct skw_tsock *s, const void *pattern, size_t len)
 
 long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
                     struct sockaddr_storage *from, socklen_t *fromlen,
-                    struct skw_stamp *rx, int64_t timeout_ns)
+                    struct skw_stamp *rx, int64_t timeout_ns, int wake_fd)
 {
     char control[SKW_CONTROL_LEN];
     int64_t deadline = timeout_ns > 0 ? now_ns(CLOCK_MONOTONIC) + timeout_ns : 0;
@@ -381,11 +381,14 @@ long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
         int64_t left = timeout_ns < 0 ? -1 : deadline - now_ns(CLOCK_MONOTONIC);
         if (timeout_ns > 0 && left <= 0)
             return -EAGAIN;
-        struct pollfd pfd = {s->fd, POLLIN, 0};
-        int pr = poll(&pfd, 1, left < 0 ? -1 : poll_ms(left));
-        if (pr < 0 && errno != EINTR)
+        struct pollfd fds[2] = {{s->fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+        struct pollfd *pfd = &fds[0];
+        int pr = poll(fds, wake_fd >= 0 ? 2 : 1, left < 0 ? -1 : poll_ms(left));
+        if (pr < 0)
             return -errno;
-        if (pr > 0 && !(pfd.revents & POLLIN) && (pfd.revents & POLLERR)) {
+        if (pr > 0 && wake_fd >= 0 && fds[1].revents)
+            return SKW_TSOCK_WOKEN;
+        if (pr > 0 && !(pfd->revents & POLLIN) && (pfd->revents & POLLERR)) {
             /* Only TX stamps are waiting: they are not what we wait for
              * here and would wake every poll, so keep them aside. */
             if (skw_tsock_tx_collect(s) == 0) {

@@ -23,6 +23,7 @@
 #define SKW_TSOCK_H
 
 #include <stddef.h>
+#include <errno.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -120,10 +121,15 @@ int skw_tsock_set_discard(struct skw_tsock *s, const void *pattern, size_t len);
 
 /* Receive one datagram, waiting up to timeout_ns (0: do not wait, <0:
  * forever). -EAGAIN when nothing came. The RX stamp is the best one the
- * control messages carry, else a user-space read right after the receive. */
+ * control messages carry, else a user-space read right after the receive.
+ * wake_fd >= 0 is watched too while waiting: SKW_TSOCK_WOKEN when it turns
+ * readable first. A signal ends the wait with -EINTR, so the caller's
+ * handlers run. Discarded datagrams never end a wait: a daemon blocked here
+ * sleeps through its peers' warm-up packets. */
+#define SKW_TSOCK_WOKEN (-EINPROGRESS)
 long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
                     struct sockaddr_storage *from, socklen_t *fromlen,
-                    struct skw_stamp *rx, int64_t timeout_ns);
+                    struct skw_stamp *rx, int64_t timeout_ns, int wake_fd);
 
 /* Wait up to timeout_ns for the TX stamp of datagram `id`. Stamps of older
  * ids met on the way are discarded (counted stale). On -ETIMEDOUT the

@@ -4,6 +4,8 @@
 """Thin wrappers over csrc/tsock.c. The user-facing API is skewd.tsock."""
 from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy
+from cpython.exc cimport PyErr_CheckSignals
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from skewd.ctsock cimport *
 import os
 
@@ -19,6 +21,8 @@ SRC_HARDWARE = SKW_SRC_HARDWARE
 TSTAMP_SND = SCM_TSTAMP_SND
 TSTAMP_SCHED = SCM_TSTAMP_SCHED
 TSTAMP_ACK = SCM_TSTAMP_ACK
+#: what recv returns when its wake_fd (or a signal) ended the wait
+WOKEN = "woken"
 
 #: SOF_TIMESTAMPING_* bits by the names `ethtool -T` prints
 SOF_FLAGS = {
@@ -58,6 +62,12 @@ RX_FILTERS = {
     "ptpv2-delay-req": HWTSTAMP_FILTER_PTP_V2_DELAY_REQ,
     "ntp-all": HWTSTAMP_FILTER_NTP_ALL,
 }
+
+
+cdef inline int64_t clock_monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 cdef inline _raise(long rc, extra=None):
@@ -201,20 +211,37 @@ cdef class Socket:
             _raise(n, f"{to.ip}:{to.port}")
         return n
 
-    def recv(self, unsigned char[::1] buf, int64_t timeout_ns):
+    def recv(self, unsigned char[::1] buf, int64_t timeout_ns, int wake_fd=-1):
         """-> (length, ip, port, stamp ns, stamp source) or None when nothing
-        came within timeout_ns (0: just look; <0: wait forever)."""
+        came within timeout_ns (0: just look; <0: wait forever). With
+        wake_fd >= 0: WOKEN when that descriptor turned readable, or a
+        signal came, first (the signal's handler has run by then). Without
+        it a signal only runs its handler and the wait goes on."""
         cdef sockaddr_storage frm
         cdef socklen_t flen = sizeof(frm)
         cdef skw_stamp st
         cdef long n
         cdef char ip[64]
         cdef int port = 0
+        cdef int64_t deadline = clock_monotonic_ns() + timeout_ns
         self._check()
-        with nogil:
-            n = skw_tsock_recv(&self.s, &buf[0], buf.shape[0], &frm, &flen, &st, timeout_ns)
+        while True:
+            with nogil:
+                n = skw_tsock_recv(&self.s, &buf[0], buf.shape[0], &frm, &flen, &st,
+                                   timeout_ns, wake_fd)
+            if n != -4:  # EINTR
+                break
+            PyErr_CheckSignals()  # a handler that raises ends the wait here
+            if wake_fd >= 0:
+                return WOKEN
+            if timeout_ns > 0:
+                timeout_ns = deadline - clock_monotonic_ns()
+                if timeout_ns <= 0:
+                    return None
         if n == -11:  # EAGAIN
             return None
+        if n == SKW_TSOCK_WOKEN:
+            return WOKEN
         if n < 0:
             _raise(n)
         if skw_tsock_addr_str(&frm, ip, sizeof(ip), &port) != 0:

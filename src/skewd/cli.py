@@ -672,7 +672,7 @@ def cmd_bench(args) -> int:
          "latency, and the skew estimated from the traces; it writes results.json, PNG plots, "
          "a self-contained report.html and the Arrow span logs into --out.")
 def _experiment_args(p):
-    from skewd.experiment.runner import DEFAULT_SKEWS, transport_names
+    from skewd.experiment import DEFAULT_SKEWS, transport_names
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("examples:\n  skewd experiment\n"
                 "  skewd experiment --skews 0,100us,1ms --duration 5s --out /tmp/exp\n"

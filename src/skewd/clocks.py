@@ -11,11 +11,13 @@ import errno
 import glob
 import os
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from skewd import _clock
 from skewd.errors import HostError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CLOCK_IDS = {
     "realtime": _clock.ID_REALTIME,
@@ -54,11 +56,20 @@ def resolution(name: str = "realtime") -> int:
     return _clock.resolution_ns(clock_id(name))
 
 
-def batch(name: str, out: int | np.ndarray) -> np.ndarray:
-    """Read a clock len(out) times (or `out` times) in a C loop, into int64."""
+def int64_buffer(out: int | np.ndarray) -> np.ndarray:
+    """A new int64 array of `out` elements, or `out` itself checked to be
+    one the C batch loops can fill. (numpy is imported here, not with the
+    module: the daemon reads clocks and never needs it.)"""
+    import numpy as np
     buf = np.empty(out, dtype=np.int64) if isinstance(out, (int, np.integer)) else out
     if not (isinstance(buf, np.ndarray) and buf.dtype == np.int64 and buf.flags.c_contiguous):
         raise UsageError("batch buffer must be a contiguous numpy int64 array")
+    return buf
+
+
+def batch(name: str, out: int | np.ndarray) -> np.ndarray:
+    """Read a clock len(out) times (or `out` times) in a C loop, into int64."""
+    buf = int64_buffer(out)
     _clock.batch(clock_id(name), buf)
     return buf
 
@@ -143,6 +154,7 @@ def pick_narrowest(triples: np.ndarray) -> CrossTimestamp:
     """The (before, phc, after) sample with the narrowest window, as the
     EXTENDED and plain methods choose; samples where the system clock ran
     backwards are ignored."""
+    import numpy as np
     arr = np.ascontiguousarray(triples, dtype=np.int64)
     try:
         phc, a, b, _, n = _clock.xts_pick(arr)
@@ -198,7 +210,7 @@ class TSC:
         return self._c.raw()
 
     def batch(self, out: int | np.ndarray) -> np.ndarray:
-        buf = np.empty(out, dtype=np.int64) if isinstance(out, (int, np.integer)) else out
+        buf = int64_buffer(out)
         self._c.batch(buf)
         return buf
 

@@ -114,7 +114,8 @@ cdef extern from "tsock.h" nogil:
                         uint32_t *id_out, int64_t *user_ns)
     long skw_tsock_recv(skw_tsock *s, void *buf, size_t cap,
                         sockaddr_storage *frm, socklen_t *fromlen,
-                        skw_stamp *rx, int64_t timeout_ns)
+                        skw_stamp *rx, int64_t timeout_ns, int wake_fd)
+    long SKW_TSOCK_WOKEN
     int skw_tsock_tx_stamp(skw_tsock *s, uint32_t id, int64_t timeout_ns, skw_stamp *out)
     int skw_tsock_tx_collect(skw_tsock *s)
     int skw_tsock_parse_cmsgs(const void *control, size_t controllen,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from skewd.sdnotify import Notifier
 from skewd.skewclock import SkewedClock
 from skewd.statepage import Measurement, StatePage
 from skewd.transitivity import Link, check as check_transitivity
+from skewd.tsock import WOKEN
 
 log = logging.getLogger("skewd.daemon")
 
@@ -207,15 +207,19 @@ class Daemon:
         now = time.monotonic_ns()
         old = self.peers
         self.peers = {}
-        n = max(1, len(cfg.peers))
-        for i, p in enumerate(cfg.peers):
+        for p in cfg.peers:
             rt = old.get(p.name)
             if rt is not None and rt.peer.address == p.address:
                 rt.peer = p          # keep the estimator across a reload
             else:
                 rt = PeerRuntime(p)
-            # spread the peers' probes over the interval
-            rt.next_probe = now + cfg.probe_interval_ns * i // n
+            # Every peer in one round per interval: one wake-up sends all the
+            # warm-ups, one all the probes, and the answers come back
+            # together, so wake-ups (most of an idle daemon's CPU) do not
+            # grow with peers. The stamps are the kernel's, so a probe's
+            # place in its round does not bias it.
+            rt.next_probe = now
+            rt.warmed = False
             self.peers[p.name] = rt
         self._next_probe = now
         self._by_addr = {rt.addr: rt for rt in self.peers.values()}
@@ -236,29 +240,27 @@ class Daemon:
         if not cfg.peers:
             self._set_ready("serving; no peers configured")
         self.notifier.status(f"starting: {len(cfg.peers)} peer(s)")
-        # descriptors, not objects: select() would call two Python fileno()s per wakeup
-        sock_fd, control_fd = self.sock.fileno(), self.control.fileno()
-        fds = [sock_fd, control_fd]
+        # One wait in C for the probe socket, the control socket and
+        # signals: the peers' warm-up packets are dropped there and never
+        # wake this loop (half the packets an idle daemon gets).
+        control_fd = self.control.fileno()
         try:
             while not self.stop_event.is_set():
                 if self._reload:
                     self._reload = False
                     self.reload()
-                now = time.monotonic_ns()
-                timeout = self._timers(now)
-                try:
-                    r, _, _ = select.select(fds, [], [], timeout)
-                except InterruptedError:
-                    continue
-                if sock_fd in r:
-                    self._drain_socket()
-                if control_fd in r:
+                timeout_ns = self._timers(time.monotonic_ns())
+                d = self.sock.recv(2048, max(1, timeout_ns), control_fd)
+                if d is WOKEN:   # a control request, or a signal (its flag is set)
                     self.control.handle_ready()
+                elif d is not None:
+                    self._drain_socket(d)
         finally:
             self.close()
         return 0
 
-    def _timers(self, now: int) -> float:
+    def _timers(self, now: int) -> int:
+        """Do what is due; ns until the next thing is (at most 100 ms)."""
         cfg = self.cfg
         if now >= self._next_probe:
             lead = cfg.presend_ns
@@ -300,7 +302,7 @@ class Daemon:
             self.notifier.watchdog()
             self._next_watchdog = now + int(self.notifier.watchdog_s * 1e9 / 2)
         nxt = min(self._next_probe, self._next_flush, self._next_status)
-        return max(0.0, min(0.1, (nxt - time.monotonic_ns()) / 1e9))
+        return max(0, min(100_000_000, nxt - time.monotonic_ns()))
 
     def _check_reachable(self, now: int) -> None:
         for rt in self.peers.values():
@@ -327,23 +329,25 @@ class Daemon:
             rt.send_errors += 1
             log.debug("probe %s: %s", rt.peer.name, e)
 
-    def _drain_socket(self) -> None:
+    def _drain_socket(self, d) -> None:
+        """Handle d and whatever else is queued (at most 512 in a row)."""
         for _ in range(512):
+            self._handle(d)
             d = self.sock.recv(2048, 0)
             if d is None:
                 return
-            if gossip.is_report(d.data):
-                self._report(d)
-                continue
-            if len(d.data) > 5 and d.data[5] in (TYPE_REQUEST, TYPE_WARMUP):
-                self.server.handle_datagram(d)
-                continue
+
+    def _handle(self, d) -> None:
+        if gossip.is_report(d.data):
+            self._report(d)
+        elif len(d.data) > 5 and d.data[5] in (TYPE_REQUEST, TYPE_WARMUP):
+            self.server.handle_datagram(d)
+        else:
             res = self.client.handle(d)
-            if res is None:
-                continue
-            rt = self._peer_by_addr((d.ip, d.port))
-            if rt is not None:
-                self._sample(rt, res.sample)
+            if res is not None:
+                rt = self._peer_by_addr((d.ip, d.port))
+                if rt is not None:
+                    self._sample(rt, res.sample)
 
     def _peer_by_addr(self, addr) -> PeerRuntime | None:
         rt = self._by_addr.get(addr)
@@ -405,14 +409,13 @@ class Daemon:
     def flush_logs(self) -> None:
         if not self._pending:
             return
-        from skewd.offsetlog import batch_from_tuples
         if self.writer is None:
             self._open_log(self.cfg)
             if self.writer is None:
                 return
         rows = list(self._pending)
         try:
-            self.writer.write(batch_from_tuples(rows))
+            self.writer.write(rows)
         except (OSError, SkewdError) as e:
             self.log_errors += 1
             msg = f"cannot write offset log in {self.cfg.log_dir}: {getattr(e, 'strerror', None) or e}"
@@ -683,26 +686,8 @@ def _same_ip(a: str, b: str) -> bool:
         return a == b
 
 
-def _keep_pandas_out() -> None:
-    """pyarrow imports pandas, when it is installed, on its first pa.array();
-    the daemon never uses it and it would double the daemon's memory."""
-    import sys
-
-    class _NoPandas:
-        @staticmethod
-        def find_spec(name, path=None, target=None):
-            if name == "pandas" or name.startswith("pandas."):
-                raise ImportError("the skewd daemon does not load pandas")
-            return None
-
-    if "pandas" not in sys.modules and not any(isinstance(f, type) and f.__name__ == "_NoPandas"
-                                               for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoPandas)
-
-
 def run_daemon(config_path: str) -> int:
     """The `skewd daemon` entry point: load, start, run until SIGTERM."""
-    _keep_pandas_out()
     from skewd import config as config_mod
     logging.basicConfig(level=os.environ.get("SKEWD_LOG_LEVEL", "INFO"),
                         format="skewd[%(process)d] %(levelname)s %(message)s")

@@ -53,12 +53,19 @@ SOURCE_ORDER = ("missing", "user", "kernel", "hardware")
 _RANK = {s: i for i, s in enumerate(SOURCE_ORDER)}
 
 
+def _rank(source: str) -> int:
+    return _RANK.get(source, 0)
+
+
 def worst_source(*sources: str) -> str:
     """The worst of the sources (an unknown one counts as "missing")."""
-    return min(sources, key=lambda s: _RANK.get(s, 0))
+    first = sources[0]
+    if sources.count(first) == len(sources):  # the usual case, per exchange
+        return first
+    return min(sources, key=_rank)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # read-only; made per exchange, so not frozen (see tsock.Stamp)
 class Sample:
     """One exchange: t1, t4 on our clock, t2, t3 on the peer's (ns)."""
     t1: int

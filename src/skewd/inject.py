@@ -8,7 +8,6 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
 
 from skewd.errors import UsageError
 from skewd.statepage import INT64_MAX, NO_SEGMENT, Segment, StatePage
@@ -126,6 +125,7 @@ class RandomWalk(Schedule):
         return 0.5 * self.step_ns / 1e9
 
     def _knots(self) -> Iterator[float]:
+        import numpy as np  # only here: the daemon imports this module
         rng = np.random.default_rng(self.seed)
         scale = self.sigma_ns * math.sqrt(self.step_ns / 1e9)
         v = float(self.offset_ns)

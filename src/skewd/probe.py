@@ -216,7 +216,7 @@ def load_keys(path: str) -> KeyRing:
 
 # --- packets --------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # read-only; not frozen: see tsock.Stamp
 class Packet:
     type: int
     seq: int
@@ -530,7 +530,7 @@ class ClientCounters:
                 + self.replayed + self.unexpected + self.kiss_of_death + self.unsynchronized)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # read-only; not frozen: see tsock.Stamp
 class ProbeResult:
     """One answered exchange: `sample` is the best the exchange gave (the
     interleaved completion of the previous exchange when there is one, else

@@ -2,10 +2,14 @@
 from the node's clock-state page. Every span, probe and experiment uses it."""
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from skewd import _page
+from skewd.clocks import int64_buffer
 from skewd.statepage import StatePage
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class SkewedClock:
@@ -36,7 +40,7 @@ class SkewedClock:
         return self._raw.now_with_offset()[1]
 
     def batch(self, out: int | np.ndarray) -> np.ndarray:
-        buf = np.empty(out, dtype=np.int64) if isinstance(out, (int, np.integer)) else out
+        buf = int64_buffer(out)
         self._raw.batch(buf)
         return buf
 

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from skewd import clocks
 from skewd.errors import HostError, SkewdError, UsageError
+from skewd.experiment import DEFAULT_SKEWS, transport_names
 from skewd.experiment.analysis import Analysis, Phase, analyse
 from skewd.experiment.child import ChildProcess
 from skewd.experiment.stages import EDGES, STAGES, NodeConfig
@@ -45,7 +46,6 @@ from skewd.experiment.transports.base import TransportSpec
 from skewd.statepage import NO_SEGMENT, StatePage
 from skewd.units import format_duration, parse_duration
 
-DEFAULT_SKEWS = "0,10us,30us,100us,300us,1ms,3ms,5ms"
 HOSTS = ("local", "netns")
 OUT_FILES = ("results.json", "report.html", "rate_vs_skew.png", "throughput_vs_skew.png",
              "drift_rate.png")
@@ -77,15 +77,6 @@ def parse_stage(name: str) -> str:
         raise UsageError(f"stage {name!r} does not exist: the pipeline's stages are "
                          f"{', '.join(STAGES)}")
     return name
-
-
-def transport_names() -> list[str]:
-    """Transports this installation has (modules in skewd.experiment.transports)."""
-    import pkgutil
-
-    from skewd.experiment import transports
-    return sorted(m.name for m in pkgutil.iter_modules(transports.__path__)
-                  if m.name != "base" and not m.name.startswith("_"))
 
 
 def parse_transport(name: str) -> str:
