@@ -89,7 +89,7 @@ class Sample:
         return (self.t1 + self.t4) // 2
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # read-only; made per exchange, so not frozen (see tsock.Stamp)
 class Estimate:
     """The peer's clock minus ours at time_ns (our clock), as an interval."""
     offset_ns: float
