@@ -339,6 +339,7 @@ long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
 {
     char control[SKW_CONTROL_LEN];
     int64_t deadline = timeout_ns > 0 ? now_ns(CLOCK_MONOTONIC) + timeout_ns : 0;
+    int hooked = 0;
     for (int spins = 0; spins < 1000000; spins++) {
         struct iovec iov = {buf, cap};
         struct msghdr m = {0};
@@ -370,6 +371,14 @@ long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
             if (m.msg_flags & MSG_TRUNC)
                 s->st.truncated++;
             s->st.received++;
+            if (s->hook && !(m.msg_flags & MSG_TRUNC) &&
+                s->hook(s->hook_ctx, s, buf, (size_t)n, from, *fromlen, rx)) {
+                /* a flood must not keep the caller from its timers and signals */
+                if (++hooked >= SKW_TSOCK_HOOK_BURST ||
+                    (timeout_ns > 0 && now_ns(CLOCK_MONOTONIC) >= deadline))
+                    return -EAGAIN;
+                continue;
+            }
             return (long)n;
         }
         if (errno == EINTR)

@@ -63,6 +63,16 @@ struct skw_tsock_stats {
 #define SKW_TSOCK_STASH 32
 #define SKW_TSOCK_DISCARD_MAX 16
 
+/* recv returns -EAGAIN after this many datagrams taken by its hook */
+#define SKW_TSOCK_HOOK_BURST 256
+
+struct skw_tsock;
+/* Called by recv for every datagram it takes (discarded ones aside): 1 when
+ * the hook dealt with it (recv then goes on waiting), 0 to return it. */
+typedef int (*skw_tsock_hook)(void *ctx, struct skw_tsock *s, const unsigned char *buf,
+                              size_t n, const struct sockaddr_storage *from, socklen_t fromlen,
+                              const struct skw_stamp *rx);
+
 struct skw_tsock {
     int fd;
     int family;          /* AF_INET or AF_INET6 */
@@ -75,6 +85,8 @@ struct skw_tsock {
     /* TX stamps read off the error queue before anyone asked for them */
     int nstash;
     struct skw_stamp stash[SKW_TSOCK_STASH];
+    skw_tsock_hook hook;  /* NULL: none */
+    void *hook_ctx;
 };
 
 /* Open a non-blocking UDP socket of `family` (AF_INET/AF_INET6). */

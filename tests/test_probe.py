@@ -282,14 +282,17 @@ def test_client_survives_fuzz(packets):
 
 # --- real sockets on loopback ------------------------------------------------------------
 
-@pytest.fixture
-def loop_server():
-    """A ProbeServer on loopback in a thread; yields (server, port)."""
+@pytest.fixture(params=["python", "c"])
+def loop_server(request):
+    """A ProbeServer on loopback in a thread, answering in Python or in C
+    (native: csrc/responder.c inside the socket's recv); yields (server, port)."""
     made = []
 
     def start(**kw):
         sock = TimestampedSocket("ipv4", bind=("127.0.0.1", 0))
+        kw.setdefault("native", request.param == "c")
         srv = ProbeServer(sock, **kw)
+        assert (srv.native is not None) == kw["native"]
         stop = threading.Event()
         th = threading.Thread(target=srv.serve, args=(stop,), daemon=True)
         th.start()

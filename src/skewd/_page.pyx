@@ -2,7 +2,7 @@
 # distutils: sources = csrc/statepage.c csrc/clock.c
 # distutils: include_dirs = csrc
 """Thin wrappers over csrc/statepage.c. The user-facing API is skewd.statepage."""
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from skewd.cstatepage cimport *
 import os
 
@@ -73,6 +73,13 @@ cdef class Page:
     cdef inline void _check(self) except *:
         if self.p == NULL:
             raise ValueError("page is closed")
+
+    @property
+    def address(self):
+        """Where the page is mapped, for C code in another extension (the
+        probe responder); valid while this object is open."""
+        self._check()
+        return <uintptr_t>self.p
 
     def close(self):
         if self.p != NULL and self.p != &self.anon:

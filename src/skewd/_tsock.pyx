@@ -1,8 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-# distutils: sources = csrc/tsock.c
+# distutils: sources = csrc/tsock.c csrc/responder.c csrc/sha256.c csrc/statepage.c csrc/clock.c
 # distutils: include_dirs = csrc
 """Thin wrappers over csrc/tsock.c. The user-facing API is skewd.tsock."""
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uintptr_t
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -102,6 +102,7 @@ cdef class Socket:
     release the GIL."""
     cdef skw_tsock s
     cdef bint is_open
+    cdef object _responder
 
     def __cinit__(self):
         self.is_open = False
@@ -198,6 +199,18 @@ cdef class Socket:
         cdef int rc = skw_tsock_set_discard(&self.s, &pattern[0] if ln else NULL, ln)
         if rc:
             _raise(rc)
+
+    def set_responder(self, Responder r):
+        """Answer probe requests in C from now on, inside recv (None: stop).
+        The responder is kept alive by this socket."""
+        self._check()
+        if r is None:
+            self.s.hook = NULL
+            self.s.hook_ctx = NULL
+        else:
+            self.s.hook_ctx = &r.r
+            self.s.hook = skw_resp_hook
+        self._responder = r
 
     def send_unstamped(self, const unsigned char[::1] data, Addr to):
         """-> bytes sent; the datagram asks for no TX stamp and takes no OPT_ID."""
@@ -322,3 +335,60 @@ def hwtstamp_get(str ifname):
     if rc:
         _raise(rc, ifname)
     return tx_type, rx_filter
+
+
+RESPONDER_COUNTERS = ("received", "answered", "malformed", "bad_version", "wrong_type",
+                      "unauthenticated", "replayed", "stale", "rate_limited", "oversize",
+                      "send_errors", "tx_stamp_missing")
+
+
+cdef class Responder:
+    """csrc/responder.c: answers probe requests inside a Socket's recv.
+    page_address: a mapped clock-state page (skewd._page.Page.address) whose
+    owner outlives this object, or 0 for CLOCK_REALTIME."""
+    cdef skw_responder r
+    cdef bint ready
+    cdef object _page_owner
+
+    def __cinit__(self):
+        self.ready = False
+
+    def __init__(self, keys=(), bint require_auth=False, max_age_ns=None, double rate=0.0,
+                 double burst=0.0, int max_sources=4096, int max_sessions=4096,
+                 int64_t tx_wait_ns=1000000, page=None):
+        cdef int rc = skw_resp_init(&self.r, max_sources, max_sessions)
+        if rc:
+            _raise(rc)
+        self.ready = True
+        self.r.require_auth = require_auth
+        self.r.max_age_ns = -1 if max_age_ns is None else max_age_ns
+        self.r.rate_per_s = rate
+        self.r.burst = burst
+        self.r.tx_wait_ns = tx_wait_ns
+        if page is not None:
+            self.r.page = <const skw_page *><uintptr_t>page.address
+            self._page_owner = page
+        cdef const unsigned char[::1] sec
+        for kid, secret in keys:
+            sec = secret
+            rc = skw_resp_add_key(&self.r, kid, &sec[0] if sec.shape[0] else NULL, sec.shape[0])
+            if rc:
+                _raise(rc, f"key {kid}")
+
+    def __dealloc__(self):
+        if self.ready:
+            skw_resp_free(&self.r)
+
+    def stats(self):
+        cdef skw_resp_stats *t = &self.r.st
+        return dict(zip(RESPONDER_COUNTERS, (
+            t.received, t.answered, t.malformed, t.bad_version, t.wrong_type, t.unauthenticated,
+            t.replayed, t.stale, t.rate_limited, t.oversize, t.send_errors, t.tx_stamp_missing)))
+
+
+def hmac_sha256(const unsigned char[::1] key, const unsigned char[::1] msg):
+    """csrc/sha256.c's HMAC-SHA256 (the responder's), for tests."""
+    cdef unsigned char out[32]
+    skw_hmac_sha256(&key[0] if key.shape[0] else NULL, key.shape[0],
+                    &msg[0] if msg.shape[0] else NULL, msg.shape[0], out)
+    return bytes(out[:32])

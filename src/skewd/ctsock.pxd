@@ -83,12 +83,18 @@ cdef extern from "tsock.h" nogil:
         uint64_t truncated
         uint64_t discarded
 
+    ctypedef int (*skw_tsock_hook)(void *ctx, skw_tsock *s, const unsigned char *buf,
+                                   size_t n, const sockaddr_storage *frm, socklen_t fromlen,
+                                   const skw_stamp *rx)
+
     struct skw_tsock:
         int fd
         int family
         int mode
         uint32_t next_id
         skw_tsock_stats st
+        skw_tsock_hook hook
+        void *hook_ctx
 
     struct skw_ts_info:
         uint32_t so_timestamping
@@ -123,3 +129,34 @@ cdef extern from "tsock.h" nogil:
     int skw_tsock_ts_info(const char *ifname, skw_ts_info *out)
     int skw_tsock_hwtstamp_set(const char *ifname, int *tx_type, int *rx_filter)
     int skw_tsock_hwtstamp_get(const char *ifname, int *tx_type, int *rx_filter)
+
+
+cdef extern from "statepage.h" nogil:
+    struct skw_page:
+        pass
+
+
+cdef extern from "responder.h" nogil:
+    struct skw_resp_stats:
+        uint64_t received, answered, malformed, bad_version, wrong_type, unauthenticated
+        uint64_t replayed, stale, rate_limited, oversize, send_errors, tx_stamp_missing
+
+    struct skw_responder:
+        int require_auth
+        int64_t max_age_ns
+        double rate_per_s, burst
+        int64_t tx_wait_ns
+        const skw_page *page
+        int nkeys
+        skw_resp_stats st
+
+    int skw_resp_init(skw_responder *r, int max_sources, int max_sessions)
+    void skw_resp_free(skw_responder *r)
+    int skw_resp_add_key(skw_responder *r, uint32_t id, const void *secret, size_t len)
+    int skw_resp_hook(void *responder, skw_tsock *s, const unsigned char *buf, size_t n,
+                      const sockaddr_storage *frm, socklen_t fromlen, const skw_stamp *rx)
+
+
+cdef extern from "sha256.h" nogil:
+    void skw_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
+                         unsigned char *out)

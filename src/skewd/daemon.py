@@ -169,7 +169,7 @@ class Daemon:
                                       interface=cfg.interface)
         self.stamp_mode = self.sock.mode
         self.stamp_note = self.sock.degraded
-        self.server = probe.ProbeServer(self.sock, self.keys, self.clock)
+        self.server = probe.ProbeServer(self.sock, self.keys, self.clock, native=True)
         key_id = cfg.key_id
         if key_id is None and self.keys:
             key_id = min(self.keys)

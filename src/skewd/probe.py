@@ -41,7 +41,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from skewd.errors import InputFileError, PeerError, UsageError
 from skewd.estimate import Estimate, Sample, worst_source
@@ -402,7 +402,7 @@ class ProbeServer:
     def __init__(self, sock: TimestampedSocket, keys: KeyRing | None = None, clock=None, *,
                  require_auth: bool | None = None, rate: float = 1000.0, burst: int = 200,
                  max_age_ns: int | None = 60_000_000_000, max_sessions: int = 4096,
-                 tx_wait_ns: int = 1_000_000):
+                 tx_wait_ns: int = 1_000_000, native: bool = False):
         self.sock = sock
         self.keys = keys or KeyRing()
         self.require_auth = bool(keys) if require_auth is None else require_auth
@@ -417,12 +417,41 @@ class ProbeServer:
         self._discarding = hasattr(sock, "discard")
         if self._discarding:
             sock.discard(WARMUP)
+        self.native = None
+        if native:
+            self.native = self._answer_in_c(clock, rate, burst)
+
+    def _answer_in_c(self, clock, rate: float, burst: int):
+        """From now on the socket's recv answers requests itself, in C
+        (csrc/responder.c: the same checks, counters and answers as
+        handle_datagram), so a daemon's Python does not wake for its peers'
+        probes. Not with NIC stamps (Python converts their PHC timescale),
+        nor with a clock that is not a node's skewed clock or the plain one;
+        None then, and Python answers."""
+        from skewd import _tsock
+        page = None
+        if clock is not None:
+            sp = getattr(clock, "_page", None)
+            if sp is None:
+                return None
+            page = sp.raw
+        if not hasattr(self.sock, "set_responder") or self.sock.mode == "hardware":
+            return None
+        r = _tsock.Responder(
+            keys=[(k.id, k.secret) for k in self.keys.values()], require_auth=self.require_auth,
+            max_age_ns=self.max_age_ns, rate=rate or 0.0, burst=burst if rate else 0.0,
+            max_sessions=self.max_sessions, tx_wait_ns=self.tx_wait_ns, page=page)
+        self.sock.set_responder(r)
+        return r
 
     @property
     def counters(self) -> ServerCounters:
+        c = self._counters
         if self._discarding:
-            self._counters.warmups = self.sock.stats()["discarded"]
-        return self._counters
+            c.warmups = self.sock.stats()["discarded"]
+        if self.native is not None:
+            c = replace(c, **{k: getattr(c, k) + v for k, v in self.native.stats().items()})
+        return c
 
     def handle_one(self, timeout_ns: int = 0) -> bool:
         """Receive and answer at most one datagram; False when none came."""

@@ -244,6 +244,11 @@ class TimestampedSocket:
         never returned by recv."""
         self._s.set_discard(pattern)
 
+    def set_responder(self, responder) -> None:
+        """Have recv answer probe requests in C (a skewd._tsock.Responder;
+        None: stop). See ProbeServer(native=True)."""
+        self._s.set_responder(responder)
+
     def send_unstamped(self, data: bytes, addr) -> int:
         """Send a datagram that asks for no TX stamp (a warm-up packet);
         bytes sent."""
