@@ -241,8 +241,9 @@ class Daemon:
             self._set_ready("serving; no peers configured")
         self.notifier.status(f"starting: {len(cfg.peers)} peer(s)")
         # One wait in C for the probe socket, the control socket and
-        # signals: the peers' warm-up packets are dropped there and never
-        # wake this loop (half the packets an idle daemon gets).
+        # signals. The peers' warm-ups are dropped and their probes answered
+        # inside it (csrc/responder.c), so only the answers to our own
+        # probes, gossip, control requests and timers wake this loop.
         control_fd = self.control.fileno()
         try:
             while not self.stop_event.is_set():
