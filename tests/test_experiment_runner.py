@@ -80,6 +80,19 @@ def test_trace_estimated_skew_follows_the_injected_one(sweep):
         assert s.daemon_offset_ns is None
 
 
+def test_a_saturated_run_is_paced_by_short_queues(tmp_path):
+    cfg = runner.ExperimentConfig(out_dir=str(tmp_path / "max"), rate=0, daemons=False,
+                                  duration_ns=1500 * MS, skews_ns=runner.parse_skews("0"))
+    res = runner.run(cfg)
+    assert res.complete, (res.problems, res.missing)
+    # the source waits on full queues of 64, not 10000 (which it would fill
+    # far beyond what the sink could check before the run ends)
+    assert res.transport["hwm"] == 64
+    (s,) = res.analysis.skews
+    assert s.correctness == 1.0 and s.received == s.sent > 500
+    assert s.latency_p50_ns < 2e9
+
+
 def test_drift_run_rate_rises_with_the_offset(tmp_path):
     out = str(tmp_path / "drift")
     cfg = runner.ExperimentConfig(out_dir=out, skews_ns=None, drift_ppb=100_000,

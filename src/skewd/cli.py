@@ -690,7 +690,7 @@ def _experiment_args(p):
                                       "ramp (default 3s; 20s for a drift-only run)")
     p.add_argument("--rate", default="400",
                    help="requests per second, evenly spaced (default 400); max: as fast as "
-                        "the pipeline takes them")
+                        "the pipeline takes them (ZeroMQ queues of 64 hold the source back)")
     p.add_argument("--drift", help="a drift run: the stage's clock drifts at this rate, e.g. "
                                    "100ppm (with --skews, the sweep runs too)")
     p.add_argument("--out", default="skewd-experiment",

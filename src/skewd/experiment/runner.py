@@ -50,6 +50,9 @@ HOSTS = ("local", "netns")
 OUT_FILES = ("results.json", "report.html", "rate_vs_skew.png", "throughput_vs_skew.png",
              "drift_rate.png")
 OUT_DIRS = ("logs", "nodes")
+#: the longest the end of a run waits for the stages to drain and the sink
+#: to check its outputs, as long as they make progress
+DRAIN_MAX_S = 600.0
 
 
 # --- parsing ------------------------------------------------------------------
@@ -335,6 +338,16 @@ class _Supervisor:
 
 # --- reading what the nodes left ------------------------------------------------------
 
+def _bytes_in(directory: str, names) -> int:
+    total = 0
+    for name in names:
+        try:
+            total += os.stat(os.path.join(directory, name)).st_size
+        except OSError:
+            pass
+    return total
+
+
 def read_records(path: str):
     """An Arrow stream file written in batches; a torn tail is cut off."""
     import pyarrow as pa
@@ -455,6 +468,10 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
             addr = {s: "127.0.0.1" for s in STAGES}
         mod = importlib.import_module(f"skewd.experiment.transports.{cfg.transport}")
         settings = dict(cfg.transport_settings)
+        if cfg.rate == 0:
+            # as fast as taken: short queues, so the pipeline paces the
+            # source instead of queueing more than it can drain by the end
+            settings = {**getattr(mod, "SATURATED_SETTINGS", {}), **settings}
         planner = getattr(mod, "plan_settings", None)
         if planner is not None:
             receivers = {e: addr[e.split("->")[1]] for e in EDGES}
@@ -543,13 +560,21 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
                                     for n in d1 if n in cpu0[2]}
         if failed_at is None:
             # the source sends end-of-stream at t_end; every stage passes it on and exits
-            backlog_s = 15.0
-            deadline = time.monotonic() + backlog_s
+            # and the sink then checks every output it kept (about 240 µs
+            # each: a long saturated run holds minutes of them). While its
+            # record files grow it is working, and the wait goes on.
+            start = time.monotonic()
+            deadline = start + 15.0
+            grew = -1
             while time.monotonic() < deadline and not sup.all_exited():
                 dead = [n for n in sup.dead() if n.proc.returncode != 0]
                 for n in dead:
                     problems.append(f"node {n.node} exited with status {n.proc.returncode} "
                                     f"while draining ({n.stderr_tail()})")
+                size = _bytes_in(status, ("outputs.arrow", "sink.arrow"))
+                if size != grew:
+                    grew = size
+                    deadline = min(max(deadline, time.monotonic() + 5.0), start + DRAIN_MAX_S)
                 time.sleep(0.02)
             ended = clocks.realtime_ns()
         sup.stop_all()

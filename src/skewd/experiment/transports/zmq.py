@@ -245,6 +245,12 @@ def _free_ports(addr: str, n: int) -> list[int]:
             s.close()
 
 
+#: settings for a run as fast as the pipeline takes requests (--rate max):
+#: the source is held back by full queues of 64, not 10000 (at 2500
+#: requests/s four edges of those are half a minute behind)
+SATURATED_SETTINGS = {"hwm": 64}
+
+
 def plan_settings(edges: list[str], receivers: dict[str, str], port: int = 0,
                   local: bool = True) -> dict:
     """Endpoints for a run: edge i is received at tcp://<its receiver's
