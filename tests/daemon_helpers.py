@@ -8,24 +8,25 @@ import sys
 import time
 
 from skewd import control
+from skewd.config import render
 
 
 def write_config(path, node, listen, peers, *, log_dir, sock, reference=None, schedule=None,
-                 interval="100ms", metrics=None, extra="", unreachable="1s", flush="200ms",
+                 interval="100ms", metrics=None, extra=None, unreachable="1s", flush="200ms",
                  rotate_age="1h"):
-    lines = [f'node = "{node}"', f'listen = "{listen}"', f'probe_interval = "{interval}"',
-             f'control_socket = "{sock}"', f'unreachable_after = "{unreachable}"']
+    """extra: more top-level settings, as a dict."""
+    top = {"node": node, "listen": listen, "probe_interval": interval,
+           "control_socket": str(sock), "unreachable_after": unreachable}
     if reference:
-        lines.append(f'reference = "{reference}"')
-    lines.append(extra)
-    for name, addr in peers:
-        lines += ["[[peers]]", f'name = "{name}"', f'address = "{addr}"']
+        top["reference"] = reference
+    top.update(extra or {})
+    tables = {}
     if schedule:
-        lines += ["[inject]", f'schedule = "{schedule}"']
-    lines += ["[log]", f'dir = "{log_dir}"', f'flush = "{flush}"', f'rotate_age = "{rotate_age}"']
-    lines += ["[metrics]"] + ([f'address = "{metrics}"'] if metrics else ["enabled = false"])
+        tables["inject"] = {"schedule": schedule}
+    tables["log"] = {"dir": str(log_dir), "flush": flush, "rotate_age": rotate_age}
+    tables["metrics"] = {"address": metrics} if metrics else {"enabled": False}
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(render(top, peers, tables))
     return str(path)
 
 

@@ -104,3 +104,20 @@ def test_garbage_is_a_config_error_never_a_crash(text):
         config.loads(text)
     except ConfigError:
         pass
+
+
+def test_render_is_what_loads_reads():
+    from skewd.config import render
+    text = render({"node": "n-1", "listen": "127.0.0.1:4000", "probe_interval": "250ms",
+                   "control_socket": '/tmp/a "quoted" \\ dir/c.sock', "presend": "0"},
+                  [("p1", "127.0.0.1:4001"), ("p2", "[::1]:4002")],
+                  {"log": {"dir": "/tmp/logs", "flush": "300ms"}, "metrics": {"enabled": False}},
+                  comment="made by a test")
+    cfg = config.loads(text)
+    assert text.startswith("# made by a test\n")
+    assert cfg.node == "n-1" and cfg.listen_port == 4000 and cfg.probe_interval_ns == 250_000_000
+    assert cfg.control_socket == '/tmp/a "quoted" \\ dir/c.sock' and cfg.presend_ns == 0
+    assert [(p.name, p.address) for p in cfg.peers] == [("p1", ("127.0.0.1", 4001)),
+                                                         ("p2", ("::1", 4002))]
+    assert cfg.log_dir == "/tmp/logs" and cfg.log_flush_ns == 300_000_000
+    assert cfg.metrics_port is None

@@ -98,7 +98,7 @@ def test_every_probe_follows_its_warmup_by_the_lead(tmp_path, state_dir):
     peers = [("b", f"127.0.0.1:{free_port()}"), ("c", f"127.0.0.1:{free_port()}")]
     cfg = write_config(tmp_path / "a.toml", "a", f"127.0.0.1:{free_port()}", peers,
                        log_dir=tmp_path / "logs", sock=tmp_path / "a.sock",
-                       interval="40ms", extra='presend = "4ms"')
+                       interval="40ms", extra={"presend": "4ms"})
     d = Daemon(load(cfg))
     sent = []
     d.client.warm = lambda peer: sent.append(("warm", peer[1], time.monotonic_ns()))

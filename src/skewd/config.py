@@ -297,3 +297,29 @@ def load(path: str) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f"config {path} is not UTF-8 text") from None
     return loads(text, os.path.abspath(path))
+
+
+# --- writing -------------------------------------------------------------------
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render(settings: dict, peers=(), tables: dict | None = None,
+           comment: str | None = None) -> str:
+    """A daemon config's text, for programs that start daemons (the
+    experiment, the benchmarks, the tests): top-level settings, then a
+    [[peers]] entry per (name, "host:port"), then tables such as
+    {"log": {"dir": ...}, "metrics": {"enabled": False}}. Strings are
+    quoted and escaped; what loads() reads back is what was given."""
+    lines = [f"# {comment}"] if comment else []
+    lines += [f"{k} = {_value(v)}" for k, v in settings.items()]
+    for name, address in peers:
+        lines += ["", "[[peers]]", f"name = {_value(name)}", f"address = {_value(address)}"]
+    for table, kv in (tables or {}).items():
+        lines += ["", f"[{table}]"] + [f"{k} = {_value(v)}" for k, v in kv.items()]
+    return "\n".join(lines) + "\n"

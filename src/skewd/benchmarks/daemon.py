@@ -25,13 +25,13 @@ def _free_port() -> int:
 
 
 def _config(path, node, port, peers, d, presend):
-    lines = [f'node = "{node}"', f'listen = "127.0.0.1:{port}"', 'probe_interval = "100ms"',
-             f'control_socket = "{d}/{node}.sock"', f'presend = "{presend}"']
-    for name, p in peers:
-        lines += ["[[peers]]", f'name = "{name}"', f'address = "127.0.0.1:{p}"']
-    lines += ["[log]", f'dir = "{d}/logs-{node}"', "[metrics]", "enabled = false"]
+    from skewd.config import render
+    text = render({"node": node, "listen": f"127.0.0.1:{port}", "probe_interval": "100ms",
+                   "control_socket": f"{d}/{node}.sock", "presend": presend},
+                  [(name, f"127.0.0.1:{p}") for name, p in peers],
+                  {"log": {"dir": f"{d}/logs-{node}"}, "metrics": {"enabled": False}})
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(text)
 
 
 def run(peers: int = 10, seconds: float = 20.0, warmup: float = 5.0, repeats: int = 3,

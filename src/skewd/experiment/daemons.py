@@ -94,24 +94,16 @@ def free_udp_ports(host: str, n: int) -> list[int]:
 
 def config_text(spec: DaemonSpec, addresses: dict[str, tuple[str, int]], *, interval_ns: int,
                 log_dir: str, control_socket: str, state_dir: str) -> str:
-    def q(s: str) -> str:
-        return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = [f"# written by skewd experiment for node {spec.node}",
-             f"node = {q(spec.node)}",
-             f"listen = {q(f'{spec.host}:{spec.port}')}",
-             f"probe_interval = {q(f'{interval_ns}ns')}",
-             f"control_socket = {q(control_socket)}",
-             f"state_dir = {q(state_dir)}",
-             'unreachable_after = "2s"']
+    from skewd.config import render
+    top = {"node": spec.node, "listen": f"{spec.host}:{spec.port}",
+           "probe_interval": f"{interval_ns}ns", "control_socket": control_socket,
+           "state_dir": state_dir, "unreachable_after": "2s"}
     if spec.reference:
-        lines.append(f"reference = {q(spec.reference)}")
-    for p in spec.peers:
-        host, port = addresses[p]
-        lines += ["", "[[peers]]", f"name = {q(p)}", f"address = {q(f'{host}:{port}')}"]
-    lines += ["", "[log]", f"dir = {q(log_dir)}", 'flush = "500ms"',
-              "", "[metrics]", "enabled = false", ""]
-    return "\n".join(lines)
+        top["reference"] = spec.reference
+    peers = [(p, "%s:%d" % addresses[p]) for p in spec.peers]
+    return render(top, peers, {"log": {"dir": log_dir, "flush": "500ms"},
+                               "metrics": {"enabled": False}},
+                  comment=f"written by skewd experiment for node {spec.node}")
 
 
 class _Proc(ChildProcess):
