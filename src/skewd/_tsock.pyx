@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # distutils: sources = csrc/tsock.c csrc/responder.c csrc/sha256.c csrc/statepage.c csrc/clock.c
 # distutils: include_dirs = csrc
-"""Thin wrappers over csrc/tsock.c. The user-facing API is skewd.tsock."""
+"""Thin wrappers over csrc/tsock.c and csrc/responder.c. The user-facing API
+is skewd.tsock (and ProbeServer(native=True) in skewd.probe)."""
 from libc.stdint cimport int64_t, uint32_t, uintptr_t
 from libc.string cimport memcpy
 from cpython.exc cimport PyErr_CheckSignals
