@@ -45,14 +45,22 @@ OFFSET_COLUMNS = (
 COLUMNS = [c.name for c in OFFSET_COLUMNS]
 
 
-def __getattr__(name: str):
-    if name == "OFFSET_SCHEMA":
+_schema_cache: list = []
+
+
+def _schema():
+    """OFFSET_COLUMNS as a pyarrow schema (pyarrow imported on first use)."""
+    if not _schema_cache:
         import pyarrow as pa
         types = {INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64(), UTF8: pa.string()}
-        schema = pa.schema([pa.field(c.name, types[c.type], nullable=c.nullable)
-                            for c in OFFSET_COLUMNS])
-        globals()["OFFSET_SCHEMA"] = schema
-        return schema
+        _schema_cache.append(pa.schema([pa.field(c.name, types[c.type], nullable=c.nullable)
+                                        for c in OFFSET_COLUMNS]))
+    return _schema_cache[0]
+
+
+def __getattr__(name: str):
+    if name == "OFFSET_SCHEMA":   # offsetlog.OFFSET_SCHEMA, built when first asked for
+        return _schema()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -103,7 +111,7 @@ class OffsetLogWriter(RotatingLog):
 def batch_from_tuples(rows: list[tuple]):
     """Rows as tuples in COLUMNS order into a pyarrow record batch."""
     import pyarrow as pa
-    schema = __getattr__("OFFSET_SCHEMA")
+    schema = _schema()
     cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
     return pa.RecordBatch.from_arrays(
         [pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema)
@@ -119,7 +127,7 @@ def read(paths):
     are cut with a warning, like span logs; a pyarrow Table."""
     import pyarrow as pa
     from skewd import spanlog
-    schema = __getattr__("OFFSET_SCHEMA")
+    schema = _schema()
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = []
