@@ -85,8 +85,9 @@ class _Builder:
         b.extend(struct.pack("<i", start - vt))  # the vtable lies that far back
         where = [0] * slots
         children = []
-        for fid, fmt, value in sorted(fields, key=lambda f: -struct.calcsize(f[1].replace("o", "I"))):
-            size = struct.calcsize(fmt.replace("o", "I"))
+        sized = [(struct.calcsize("I" if fmt == "o" else fmt), fid, fmt, value)
+                 for fid, fmt, value in fields]
+        for size, fid, fmt, value in sorted(sized, key=lambda f: -f[0]):  # largest first
             self._align(size)
             where[fid] = len(b) - start
             if fmt == "o":
