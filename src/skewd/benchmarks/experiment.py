@@ -25,16 +25,16 @@ import os
 import tempfile
 
 from skewd.benchmarks import median, table
+from skewd.experiment.transports.zmq import SATURATED_SETTINGS  # the runner's at max rate
 
 BUDGET = 0.02
 
 
-def _one(out_dir: str, instrumented: bool, rate: float, duration_ns: int, hwm: int) -> dict:
+def _one(out_dir: str, instrumented: bool, rate: float, duration_ns: int) -> dict:
     from skewd.experiment import runner
     cfg = runner.ExperimentConfig(
         out_dir=out_dir, skews_ns=(0,), duration_ns=duration_ns, rate=rate,
-        slot_ns=min(duration_ns, 500_000_000), instrumented=instrumented, daemons=False,
-        transport_settings={"hwm": hwm} if rate == 0 else {})
+        slot_ns=min(duration_ns, 500_000_000), instrumented=instrumented, daemons=False)
     res = runner.run(cfg)
     s = res.analysis.skews[0]
     done = s.received
@@ -58,14 +58,14 @@ def _spread(xs: list[float]) -> dict:
             "min": min(xs), "max": max(xs), "pairs": xs}
 
 
-def _series(d: str, name: str, rate: float, repeats: int, duration_s: float, hwm: int,
+def _series(d: str, name: str, rate: float, repeats: int, duration_s: float,
             step, progress) -> dict:
     runs = {"traced": [], "plain": []}
     for r in range(repeats):
         order = ("plain", "traced") if r % 2 == 0 else ("traced", "plain")
         for mode in order:
             out = os.path.join(d, f"{name}-{mode}-{r}")
-            runs[mode].append(_one(out, mode == "traced", rate, int(duration_s * 1e9), hwm))
+            runs[mode].append(_one(out, mode == "traced", rate, int(duration_s * 1e9)))
             step[0] += 1
             if progress:
                 progress(step[0] / step[1])
@@ -88,17 +88,18 @@ def _series(d: str, name: str, rate: float, repeats: int, duration_s: float, hwm
                                for v in runs.values() for x in v)}
 
 
-def run(repeats: int = 5, duration_s: float = 4.0, rate: float = 400.0, hwm: int = 64,
+def run(repeats: int = 5, duration_s: float = 4.0, rate: float = 400.0,
         progress=None) -> dict:
     step = [0, 4 * repeats]
     with tempfile.TemporaryDirectory(prefix="skewd-bench-exp-") as d:
-        sat = _series(d, "sat", 0, repeats, duration_s, hwm, step, progress)
-        op = _series(d, "op", rate, repeats, duration_s, hwm, step, progress)
+        sat = _series(d, "sat", 0, repeats, duration_s, step, progress)
+        op = _series(d, "op", rate, repeats, duration_s, step, progress)
     checks = {"saturated throughput": sat["overhead"] <= BUDGET,
               "saturated CPU per request": sat["cpu_overhead"] <= BUDGET,
               "operating CPU per request": op["cpu_overhead"] <= BUDGET}
     ok = checks["saturated throughput"]
-    return {"repeats": repeats, "duration_s": duration_s, "hwm": hwm, "budget": BUDGET,
+    return {"repeats": repeats, "duration_s": duration_s, "hwm": SATURATED_SETTINGS["hwm"],
+            "budget": BUDGET,
             "saturated": sat, "operating": op, "checks": checks, "ok": ok,
             "all_ok": ok and sat["all_correct"] and op["all_correct"],
             "cpus": os.cpu_count()}

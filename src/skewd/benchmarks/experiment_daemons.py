@@ -16,18 +16,17 @@ import os
 import tempfile
 
 from skewd.benchmarks import median, table
+from skewd.experiment.transports.zmq import SATURATED_SETTINGS  # the runner's at max rate
 
 BUDGET = 0.05
 
 
-def _one(out_dir: str, daemons: bool, rate: float, duration_ns: int, interval_ns: int,
-         hwm: int) -> dict:
+def _one(out_dir: str, daemons: bool, rate: float, duration_ns: int, interval_ns: int) -> dict:
     from skewd.experiment import runner
     cfg = runner.ExperimentConfig(
         out_dir=out_dir, skews_ns=(0,), duration_ns=duration_ns, rate=rate,
         slot_ns=min(duration_ns, 500_000_000), daemons=daemons,
-        daemon_interval_ns=interval_ns,
-        transport_settings={"hwm": hwm} if rate == 0 else {})
+        daemon_interval_ns=interval_ns)
     res = runner.run(cfg)
     s = res.analysis.skews[0]
     out = [b for b in res.analysis.baseline if b.edge.startswith(cfg.skew_stage)]
@@ -49,14 +48,14 @@ def _med(runs, key):
 
 
 def _series(d: str, name: str, rate: float, repeats: int, duration_s: float, interval_ns: int,
-            hwm: int, step, progress) -> dict:
+            step, progress) -> dict:
     runs = {"without": [], "with": []}
     for r in range(repeats):
         order = ("without", "with") if r % 2 == 0 else ("with", "without")
         for mode in order:
             out = os.path.join(d, f"{name}-{mode}-{r}")
             runs[mode].append(_one(out, mode == "with", rate, int(duration_s * 1e9),
-                                   interval_ns, hwm))
+                                   interval_ns))
             step[0] += 1
             if progress:
                 progress(step[0] / step[1])
@@ -75,15 +74,16 @@ def _series(d: str, name: str, rate: float, repeats: int, duration_s: float, int
 
 
 def run(repeats: int = 5, duration_s: float = 4.0, rate: float = 400.0,
-        interval_ms: float = 100.0, hwm: int = 64, progress=None) -> dict:
+        interval_ms: float = 100.0, progress=None) -> dict:
     step = [0, 4 * repeats]
     iv = int(interval_ms * 1e6)
     with tempfile.TemporaryDirectory(prefix="skewd-bench-expd-") as d:
-        sat = _series(d, "sat", 0, repeats, duration_s, iv, hwm, step, progress)
-        op = _series(d, "op", rate, repeats, duration_s, iv, hwm, step, progress)
+        sat = _series(d, "sat", 0, repeats, duration_s, iv, step, progress)
+        op = _series(d, "op", rate, repeats, duration_s, iv, step, progress)
     ok = sat["throughput_cost"] is not None and sat["throughput_cost"] <= BUDGET
     return {"repeats": repeats, "duration_s": duration_s, "interval_ms": interval_ms,
-            "hwm": hwm, "budget": BUDGET, "saturated": sat, "operating": op, "ok": ok,
+            "hwm": SATURATED_SETTINGS["hwm"], "budget": BUDGET, "saturated": sat,
+            "operating": op, "ok": ok,
             "all_ok": ok and sat["all_correct"] and op["all_correct"],
             "cpus": os.cpu_count()}
 
