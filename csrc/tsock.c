@@ -391,13 +391,12 @@ long skw_tsock_recv(struct skw_tsock *s, void *buf, size_t cap,
         if (timeout_ns > 0 && left <= 0)
             return -EAGAIN;
         struct pollfd fds[2] = {{s->fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-        struct pollfd *pfd = &fds[0];
         int pr = poll(fds, wake_fd >= 0 ? 2 : 1, left < 0 ? -1 : poll_ms(left));
         if (pr < 0)
             return -errno;
         if (pr > 0 && wake_fd >= 0 && fds[1].revents)
             return SKW_TSOCK_WOKEN;
-        if (pr > 0 && !(pfd->revents & POLLIN) && (pfd->revents & POLLERR)) {
+        if (pr > 0 && !(fds[0].revents & POLLIN) && (fds[0].revents & POLLERR)) {
             /* Only TX stamps are waiting: they are not what we wait for
              * here and would wake every poll, so keep them aside. */
             if (skw_tsock_tx_collect(s) == 0) {
