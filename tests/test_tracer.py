@@ -319,6 +319,25 @@ def test_flush_bound_without_explicit_flush(tmp_path):
         t.close()
 
 
+def test_drain_cpu_is_counted_only_when_there_is_something_to_drain(tmp_path):
+    t = Tracer(log_dir=tmp_path, flush_interval=0.05)
+    try:
+        assert t.stats()["drain_cpu_s"] == 0.0
+        t.flush()  # nothing recorded: the drain still runs, and costs a little
+        idle = t.stats()["drain_cpu_s"]
+        for _ in range(20000):
+            with t.span("x"):
+                pass
+        t.flush()
+        st = t.stats()
+        assert st["written"] == 20000
+        # 20000 spans take measurably longer to drain than none
+        assert st["drain_cpu_s"] > idle
+        assert st["drain_cpu_s"] < 5.0
+    finally:
+        t.close()
+
+
 # --- propagation --------------------------------------------------------------------
 
 CTX = SpanContext(bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736"),

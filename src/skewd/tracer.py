@@ -58,6 +58,7 @@ import socket
 import threading
 import warnings
 import weakref
+from time import thread_time as _thread_time
 from typing import Callable, Sequence
 
 from skewd import _ring, spanlog
@@ -396,6 +397,7 @@ class Tracer:
         self._stop = False
         self._batches = 0
         self._written = 0
+        self._drain_cpu = 0.0
         self._errors = 0
         self._last_error: str | None = None
         ref = weakref.ref(self)
@@ -407,6 +409,7 @@ class Tracer:
         """Move everything waiting in the rings to the log. Caller holds no lock."""
         total = 0
         with self._lock:
+            cpu0 = _thread_time()
             cols, core = self._cols, self._core
             while True:
                 n = core.drain(cols)
@@ -431,6 +434,7 @@ class Tracer:
                 except OSError as e:
                     self._errors += 1
                     self._last_error = f"rotating span log: {e}"
+            self._drain_cpu += _thread_time() - cpu0
         return total
 
     def flush(self) -> int:
@@ -467,7 +471,9 @@ class Tracer:
 
     def stats(self) -> dict:
         """spans (recorded), dropped (ring full), batches and written (to the
-        log), pending (in rings), files, errors."""
+        log), pending (in rings), files, errors, and drain_cpu_s: the CPU
+        time (of whichever thread drained) that turning records into Arrow
+        batches and writing them has taken so far."""
         st = self._core.stats()
         ls = self._log.stats if self._log is not None else None
         return {
@@ -475,6 +481,7 @@ class Tracer:
             "dropped": st["dropped"],
             "batches": self._batches,
             "written": self._written,
+            "drain_cpu_s": self._drain_cpu,
             "pending": st["pending"],
             "rings": st["rings"],
             "files": list(ls.files) if ls else [],
