@@ -26,6 +26,12 @@ def _run(capsys, *argv):
     (["--hosts", "cloud"], "--hosts 'cloud'"),
     (["--port", "http"], "--port 'http' is not a whole number"),
     (["--slot", "1ms"], "--slot must be at least 20ms"),
+    (["--cpus", "model"], "write STAGE=CPUS"),
+    (["--cpus", "gpu=1"], "stage 'gpu' does not exist"),
+    (["--cpus", "model=x"], "CPUs are numbers"),
+    (["--cpus", "model=3-1"], "3-1 is not a CPU range"),
+    (["--cpus", "model=1;model=0"], "names model twice"),
+    (["--cpus", "model=4096"], "CPU 4096 is not one this process may use"),
 ])
 def test_bad_input_gets_a_clear_message(capsys, tmp_path, argv, msg):
     rc, out, err = _run(capsys, "--out", str(tmp_path / "o"), *argv)
@@ -78,3 +84,23 @@ def test_a_node_that_dies_exits_1_with_the_report(capsys, tmp_path):
     assert "INCOMPLETE RUN" in text and "node postprocess exited" in text
     assert "the run is incomplete" in err
     assert os.path.exists(os.path.join(out, "report.html"))
+
+
+def test_stages_run_on_the_cpus_they_are_pinned_to(capsys, tmp_path):
+    out = str(tmp_path / "o")
+    usable = sorted(os.sched_getaffinity(0))
+    last, rest = usable[-1], usable[:-1] or usable
+    rc, text, err = _run(capsys, "--out", out, "--skews", "0", "--duration", "500ms",
+                         "--no-daemons", "--json",
+                         "--cpus", f"model={last};rest={','.join(map(str, rest))}")
+    assert rc == 0, err
+    res = json.loads(text)
+    nodes = {n["node"]: n for n in res["nodes"]}
+    assert nodes["model"]["cpus"] == [last]
+    for s in ("source", "preprocess", "postprocess", "sink"):
+        assert nodes[s]["cpus"] == rest
+    # every node reports what its tracer recorded and what draining it cost
+    for n in nodes.values():
+        assert n["tracing"]["spans"] > 0 and n["tracing"]["dropped"] == 0
+        assert 0 < n["tracing"]["drain_cpu_s"] < 5
+    assert res["complete"] is True

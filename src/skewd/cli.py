@@ -718,6 +718,10 @@ def _experiment_args(p):
                         "the source is skewed)")
     p.add_argument("--daemon-interval", default="100ms",
                    help="how often each daemon probes its peers (default 100ms)")
+    p.add_argument("--cpus", metavar="STAGE=CPUS[;...]",
+                   help="pin stages to CPUs, e.g. 'model=1;rest=0' (rest: the stages not "
+                        "named): a bottleneck stage with a core of its own runs as it would "
+                        "on a host of its own (default: the scheduler places every stage)")
     p.add_argument("--json", action="store_true", help="print results as JSON, not a table")
     p.add_argument("--fault", help=argparse.SUPPRESS)
     from skewd.kafkacli import add_args as add_kafka_args
@@ -771,7 +775,8 @@ def experiment_config(args):
         drift_windows=20 if drift is not None else 10, fault=args.fault,
         daemons=args.daemons if args.daemons is not None else rate > 0,
         daemon_reference=args.daemon_reference,
-        daemon_interval_ns=_duration("--daemon-interval", args.daemon_interval)).validate()
+        daemon_interval_ns=_duration("--daemon-interval", args.daemon_interval),
+        cpus=runner.parse_cpus(args.cpus) if args.cpus else {}).validate()
     return kafkacli.adjust_config(args, cfg).validate()
 
 

@@ -90,6 +90,47 @@ def parse_transport(name: str) -> str:
     return name
 
 
+def _cpu_list(stage: str, text: str) -> tuple[int, ...]:
+    """'0', '0-3', '0,2' -> CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if dash else a
+        except ValueError:
+            raise UsageError(f"--cpus {stage}={text!r}: CPUs are numbers, ranges (0-3) or "
+                             f"both, comma-separated") from None
+        if a < 0 or b < a:
+            raise UsageError(f"--cpus {stage}={text!r}: {part.strip()} is not a CPU range")
+        cpus.update(range(a, b + 1))
+    return tuple(sorted(cpus))
+
+
+def parse_cpus(text: str) -> dict[str, tuple[int, ...]]:
+    """'model=1;rest=0' -> {'model': (1,), 'rest': (0,)}: the CPUs each stage
+    (its process and every thread in it) may run on; 'rest' covers the stages
+    not named."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in str(text).split(";"):
+        stage, eq, cpus = item.strip().partition("=")
+        stage = stage.strip()
+        if not eq or not stage or not cpus.strip():
+            raise UsageError(f"--cpus {text!r}: write STAGE=CPUS[;STAGE=CPUS...], e.g. "
+                             f"model=1;rest=0")
+        if stage != "rest":
+            parse_stage(stage)
+        if stage in out:
+            raise UsageError(f"--cpus names {stage} twice")
+        out[stage] = _cpu_list(stage, cpus)
+    return out
+
+
+def cpus_of(cpus: dict, stage: str) -> tuple[int, ...] | None:
+    """The CPUs a stage is pinned to under `cpus` (None: not pinned)."""
+    return cpus.get(stage) or cpus.get("rest") or None
+
+
 # --- configuration and results ---------------------------------------------------
 
 @dataclass(frozen=True)
@@ -116,6 +157,9 @@ class ExperimentConfig:
     daemons: bool = True
     daemon_reference: str | None = None
     daemon_interval_ns: int = 100_000_000
+    #: CPUs per stage (parse_cpus): pin the bottleneck stage to a core of its
+    #: own, as on a host of its own; empty: the scheduler places every stage
+    cpus: dict = field(default_factory=dict)
 
     def validate(self) -> "ExperimentConfig":
         parse_stage(self.skew_stage)
@@ -149,6 +193,16 @@ class ExperimentConfig:
             check_reference(self.daemon_reference, self.skew_stage, STAGES)
         if not 1_000_000 <= self.daemon_interval_ns <= 10_000_000_000:
             raise UsageError("--daemon-interval must lie between 1ms and 10s")
+        if self.cpus:
+            usable = os.sched_getaffinity(0)
+            for stage, cpus in self.cpus.items():
+                if stage != "rest":
+                    parse_stage(stage)
+                bad = sorted(set(cpus) - usable)
+                if not cpus or bad:
+                    raise UsageError(
+                        f"--cpus {stage}: CPU {', '.join(map(str, bad)) or '(none)'} is not "
+                        f"one this process may use ({', '.join(map(str, sorted(usable)))})")
         return self
 
     def reference(self) -> str:
@@ -176,6 +230,10 @@ class NodeOutcome:
     sent: int = 0
     error: str | None = None
     log_files: int = 0
+    #: the CPUs the node ran on (when pinned) and its tracer's counts
+    #: (spans, dropped, drain_cpu_s), as its status reports them
+    cpus: tuple[int, ...] | None = None
+    tracing: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -493,7 +551,7 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
         for s in STAGES:
             nc = NodeConfig(node=s, stage=s, transport=spec, status_dir=status,
                             log_dir=logs if cfg.instrumented else None, seed=cfg.seed,
-                            rate=cfg.rate,
+                            rate=cfg.rate, cpus=cpus_of(cfg.cpus, s),
                             fault_after=fault[1] if fault and fault[0] == s else None)
             path = os.path.join(status, f"{s}.config.json")
             with open(path, "w") as f:
@@ -635,7 +693,10 @@ def _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended, fail
         end = st.get("end") or ("killed" if n.killed else "died")
         nfiles = _log_files(logs, s) if cfg.instrumented else 0
         outcomes.append(NodeOutcome(s, code, end, st.get("received", 0), st.get("sent", 0),
-                                    st.get("error"), nfiles))
+                                    st.get("error"), nfiles,
+                                    tuple(st["extra"]["cpus"]) if st.get("extra", {}).get("cpus")
+                                    else None,
+                                    st.get("extra", {}).get("tracing", {})))
         if not st:
             missing.append(f"node {s} left no status (it did not exit cleanly); "
                            f"its last unflushed spans are lost")

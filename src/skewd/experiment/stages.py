@@ -57,6 +57,7 @@ class NodeConfig:
     log_dir: str | None = None          # None: uninstrumented, no spans
     seed: int = 1
     rate: float = 300.0                 # source: requests/s; 0 = as fast as taken
+    cpus: list[int] | None = None       # run only on these CPUs (None: anywhere)
     fault_after: int | None = None      # testing: die (no flush) after this many messages
 
     def to_json(self) -> str:
@@ -109,9 +110,12 @@ class _Tracing:
             from skewd.tracer import extract_headers, inject_headers
             self.inject, self.extract = inject_headers, extract_headers
 
-    def close(self) -> None:
+    def close(self, st: "NodeStatus") -> None:
         if self.tracer is not None:
             self.tracer.close()
+            t = self.tracer.stats()
+            st.extra["tracing"] = {"spans": t["spans"], "dropped": t["dropped"],
+                                   "drain_cpu_s": round(t["drain_cpu_s"], 6)}
 
 
 class _Fault:
@@ -322,6 +326,13 @@ def run_node(cfg: NodeConfig, ready=None) -> NodeStatus:
     """Run one stage until end of stream or SIGTERM; returns its status."""
     stop = _Stop()
     st = NodeStatus(cfg.node, cfg.stage)
+    if cfg.cpus:
+        # before any thread starts (ZeroMQ's, the tracer's drain): they inherit it
+        try:
+            os.sched_setaffinity(0, cfg.cpus)
+        except (OSError, ValueError) as e:
+            raise SkewdError(f"cannot run on CPUs {cfg.cpus}: {e}") from None
+        st.extra["cpus"] = sorted(os.sched_getaffinity(0))
     in_edge, out_edge = edges_of(cfg.stage)
     transport = open_transport(cfg.transport)
     tr = _Tracing(cfg)
@@ -340,7 +351,7 @@ def run_node(cfg: NodeConfig, ready=None) -> NodeStatus:
         if st.end == "running":
             st.end = "terminated"
     finally:
-        tr.close()
+        tr.close(st)
         if tx is not None:
             tx.flush(2.0)
         transport.close()
