@@ -4,6 +4,13 @@ first (so drifts in machine load hit both alike):
 
 - saturated: the source sends as fast as the pipeline takes requests; the
   throughput counted at the sink is the pipeline's capacity on this host;
+- saturated, bottleneck pinned: the same, with the model (the stage that
+  sets the pipeline's capacity) alone on one CPU and the other four stages
+  on the rest (`--cpus model=N;rest=...`). On a host with fewer cores than
+  stages, every µs any traced stage adds takes CPU from the model; pinned,
+  the model runs as on a host of its own, as in the multi-node deployments
+  skewd is for, and the throughput lost measures what tracing costs the
+  stage that sets the capacity (the other stages still share the rest);
 - at the operating rate: the experiment's default offered rate; throughput
   is what the pipeline delivers of it.
 
@@ -16,9 +23,14 @@ to it) and summarised by the median of the pairs with their spread:
   this is the steadier of the two: a busy neighbour slows both runs' wall
   clock but barely changes the CPU each request takes.
 
-The budget: tracing costs at most 2 % of saturated throughput; it is
-checked on both metrics (CPU per request at saturation and at the
-operating rate)."""
+Besides, from the traced runs: what draining the span rings to the Arrow
+log cost each stage (the tracer's drain_cpu_s) per request, and the
+model's own CPU per request traced against plain in the pinned pairs.
+
+The budget: tracing costs at most 2 % of saturated throughput. It is
+checked on the pinned pipeline where the host has two CPUs or more (on the
+shared one where it has one); the shared figure and the CPU-per-request
+checks are reported beside it."""
 from __future__ import annotations
 
 import os
@@ -30,19 +42,38 @@ from skewd.experiment.transports.zmq import SATURATED_SETTINGS  # the runner's a
 BUDGET = 0.02
 
 
-def _one(out_dir: str, instrumented: bool, rate: float, duration_ns: int) -> dict:
+def pinning() -> dict | None:
+    """The model alone on the last usable CPU, the other stages on the rest;
+    None on a host with one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {"model": (cpus[-1],), "rest": tuple(cpus[:-1])}
+
+
+def _one(out_dir: str, instrumented: bool, rate: float, duration_ns: int,
+         cpus: dict | None = None) -> dict:
     from skewd.experiment import runner
     cfg = runner.ExperimentConfig(
         out_dir=out_dir, skews_ns=(0,), duration_ns=duration_ns, rate=rate,
-        slot_ns=min(duration_ns, 500_000_000), instrumented=instrumented, daemons=False)
+        slot_ns=min(duration_ns, 500_000_000), instrumented=instrumented, daemons=False,
+        cpus=cpus or {})
     res = runner.run(cfg)
     s = res.analysis.skews[0]
     done = s.received
+    # requests done over the CPU window (the window spans more than the skew-0 slots)
+    per_window = done * res.cpu["window_s"] / s.seconds if done else 0
+    drains = {n.node: n.tracing.get("drain_cpu_s") for n in res.nodes if n.tracing}
     return {"throughput_rps": s.throughput_rps, "complete": res.complete,
             "correct": s.correct, "sent": s.sent, "problems": list(res.problems),
             "cpu_s": res.cpu["nodes_s"], "window_s": res.cpu["window_s"],
-            "cpu_us_per_request": (sum(res.cpu["nodes_s"].values()) / done * 1e6
-                                   * s.seconds / res.cpu["window_s"]) if done else None}
+            "cpu_us_per_request": (sum(res.cpu["nodes_s"].values()) / per_window * 1e6)
+            if done else None,
+            "model_cpu_us_per_request": (res.cpu["nodes_s"]["model"] / per_window * 1e6)
+            if done else None,
+            # drain CPU over the whole run, per request sent through it
+            "drain_us_per_request": {k: v / s.sent * 1e6 for k, v in drains.items()
+                                     if v is not None and s.sent} if drains else {}}
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -59,13 +90,13 @@ def _spread(xs: list[float]) -> dict:
 
 
 def _series(d: str, name: str, rate: float, repeats: int, duration_s: float,
-            step, progress) -> dict:
+            step, progress, cpus: dict | None = None) -> dict:
     runs = {"traced": [], "plain": []}
     for r in range(repeats):
         order = ("plain", "traced") if r % 2 == 0 else ("traced", "plain")
         for mode in order:
             out = os.path.join(d, f"{name}-{mode}-{r}")
-            runs[mode].append(_one(out, mode == "traced", rate, int(duration_s * 1e9)))
+            runs[mode].append(_one(out, mode == "traced", rate, int(duration_s * 1e9), cpus))
             step[0] += 1
             if progress:
                 progress(step[0] / step[1])
@@ -75,7 +106,15 @@ def _series(d: str, name: str, rate: float, repeats: int, duration_s: float,
                    if p["throughput_rps"]])
     cpu = _spread([t["cpu_us_per_request"] / p["cpu_us_per_request"] - 1 for t, p in pairs
                    if t["cpu_us_per_request"] and p["cpu_us_per_request"]])
-    return {"rate": rate,
+    model = _spread([t["model_cpu_us_per_request"] / p["model_cpu_us_per_request"] - 1
+                     for t, p in pairs
+                     if t["model_cpu_us_per_request"] and p["model_cpu_us_per_request"]])
+    stages = sorted({k for t in runs["traced"] for k in t["drain_us_per_request"]})
+    drain = {k: median([t["drain_us_per_request"][k] for t in runs["traced"]
+                        if k in t["drain_us_per_request"]]) for k in stages}
+    return {"rate": rate, "cpus": {k: list(v) for k, v in (cpus or {}).items()},
+            "model_cpu_overhead": model["median"], "model_cpu_overhead_spread": model,
+            "drain_us_per_request": drain,
             "plain_rps": median([x["throughput_rps"] for x in runs["plain"]]),
             "traced_rps": median([x["throughput_rps"] for x in runs["traced"]]),
             "overhead": thr["median"], "throughput_overhead": thr,
@@ -90,18 +129,25 @@ def _series(d: str, name: str, rate: float, repeats: int, duration_s: float,
 
 def run(repeats: int = 5, duration_s: float = 4.0, rate: float = 400.0,
         progress=None) -> dict:
-    step = [0, 4 * repeats]
+    pin = pinning()
+    step = [0, (6 if pin else 4) * repeats]
     with tempfile.TemporaryDirectory(prefix="skewd-bench-exp-") as d:
         sat = _series(d, "sat", 0, repeats, duration_s, step, progress)
+        pinned = _series(d, "pin", 0, repeats, duration_s, step, progress, pin) if pin else None
         op = _series(d, "op", rate, repeats, duration_s, step, progress)
-    checks = {"saturated throughput": sat["overhead"] <= BUDGET,
-              "saturated CPU per request": sat["cpu_overhead"] <= BUDGET,
-              "operating CPU per request": op["cpu_overhead"] <= BUDGET}
-    ok = checks["saturated throughput"]
+    checks = {"saturated throughput (shared CPUs)": sat["overhead"] <= BUDGET}
+    if pinned:
+        checks["saturated throughput (model pinned)"] = pinned["overhead"] <= BUDGET
+        checks["model CPU per request (pinned)"] = pinned["model_cpu_overhead"] <= BUDGET
+    checks["saturated CPU per request"] = sat["cpu_overhead"] <= BUDGET
+    checks["operating CPU per request"] = op["cpu_overhead"] <= BUDGET
+    ok = (checks["saturated throughput (model pinned)"] if pinned
+          else checks["saturated throughput (shared CPUs)"])
+    series = [sat, op] + ([pinned] if pinned else [])
     return {"repeats": repeats, "duration_s": duration_s, "hwm": SATURATED_SETTINGS["hwm"],
             "budget": BUDGET,
-            "saturated": sat, "operating": op, "checks": checks, "ok": ok,
-            "all_ok": ok and sat["all_correct"] and op["all_correct"],
+            "saturated": sat, "pinned": pinned, "operating": op, "checks": checks, "ok": ok,
+            "all_ok": ok and all(x["all_correct"] for x in series),
             "cpus": os.cpu_count()}
 
 
@@ -119,22 +165,35 @@ def _range(s: dict, sign: int = 1) -> str:
 
 def format(res: dict) -> str:
     rows = []
-    for key, label in (("saturated", "saturated (as fast as taken)"),
-                       ("operating", f"at {res['operating']['rate']:g} requests/s")):
+    pinned = res.get("pinned")
+    labels = [("saturated", "saturated, shared CPUs")]
+    if pinned:
+        cpus = pinned["cpus"]
+        labels.append(("pinned", f"saturated, model on CPU {','.join(map(str, cpus['model']))}"
+                                 f" alone"))
+    labels.append(("operating", f"at {res['operating']['rate']:g} requests/s"))
+    for key, label in labels:
         s = res[key]
         rows.append([label, "throughput", f"{s['plain_rps']:.0f}/s", f"{s['traced_rps']:.0f}/s",
                      _pct(-s["overhead"]), _range(s["throughput_overhead"], -1)])
         rows.append(["", "CPU per request", f"{s['cpu_us_per_request_plain']:.0f} µs",
                      f"{s['cpu_us_per_request_traced']:.0f} µs", _pct(s["cpu_overhead"]),
                      _range(s["cpu_overhead_spread"])])
+        if key == "pinned":
+            rows.append(["", "model's CPU per request", "", "", _pct(s["model_cpu_overhead"]),
+                         _range(s["model_cpu_overhead_spread"])])
     checks = "; ".join(f"{k}: {'ok' if v else 'OVER'}" for k, v in res["checks"].items())
-    sat = res["saturated"]
+    drain = (pinned or res["saturated"])["drain_us_per_request"]
+    series = [res[k] for k, _ in labels]
     return (table(rows, ["pipeline", "metric", "plain", "traced", "traced vs plain (median pair)",
                          "pairs: quartiles (range)"])
-            + f"\n\nbudget: tracing costs <= {res['budget'] * 100:.0f}%: {checks}"
-            + f"\n(throughput {_pct(-sat['overhead'])}, CPU per request "
-              f"{_pct(sat['cpu_overhead'])} at saturation; CPU per request "
-              f"{_pct(res['operating']['cpu_overhead'])} at the operating rate)"
+            + f"\n\nbudget: tracing costs <= {res['budget'] * 100:.0f}% of saturated "
+              f"throughput ({'the pinned pipeline' if pinned else 'shared CPUs'}): "
+              f"{'ok' if res['ok'] else 'OVER'}"
+            + f"\nchecks: {checks}"
+            + "\ndraining spans to the Arrow log, CPU per request (saturated"
+              + (", pinned" if pinned else "") + "): "
+              + ", ".join(f"{k} {v:.2f} µs" for k, v in drain.items())
             + f"\n{res['repeats']} pairs per pipeline, {res['duration_s']:g}s a run, order "
               f"alternating within pairs; {res['cpus']} CPUs; outputs all correct: "
-              f"{sat['all_correct'] and res['operating']['all_correct']}")
+              f"{all(s['all_correct'] for s in series)}")
