@@ -31,7 +31,7 @@ def _run(capsys, *argv):
     (["--cpus", "model=x"], "CPUs are numbers"),
     (["--cpus", "model=3-1"], "3-1 is not a CPU range"),
     (["--cpus", "model=1;model=0"], "names model twice"),
-    (["--cpus", "model=4096"], "CPU 4096 is not one this process may use"),
+    (["--cpus", "model=4096"], "CPU 4096 is not one of this host's"),
 ])
 def test_bad_input_gets_a_clear_message(capsys, tmp_path, argv, msg):
     rc, out, err = _run(capsys, "--out", str(tmp_path / "o"), *argv)
