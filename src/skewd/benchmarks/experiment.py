@@ -5,12 +5,13 @@ first (so drifts in machine load hit both alike):
 - saturated: the source sends as fast as the pipeline takes requests; the
   throughput counted at the sink is the pipeline's capacity on this host;
 - saturated, bottleneck pinned: the same, with the model (the stage that
-  sets the pipeline's capacity) alone on one CPU and the other four stages
-  on the rest (`--cpus model=N;rest=...`), and the runner with them. On a host with fewer cores than
-  stages, every µs any traced stage adds takes CPU from the model; pinned,
-  the model runs as on a host of its own, as in the multi-node deployments
-  skewd is for, and the throughput lost measures what tracing costs the
-  stage that sets the capacity (the other stages still share the rest);
+  sets the pipeline's capacity) alone on one CPU and the other four stages,
+  and the runner, on the rest (`--cpus model=N;rest=...`). On a host with
+  fewer cores than stages, every µs any traced stage adds takes CPU from the
+  model; pinned, the model runs as on a host of its own, as in the
+  multi-node deployments skewd is for, and the throughput lost measures
+  what tracing costs the stage that sets the capacity (the other stages
+  still share the rest);
 - at the operating rate: the experiment's default offered rate; throughput
   is what the pipeline delivers of it.
 
