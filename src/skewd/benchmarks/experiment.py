@@ -64,7 +64,6 @@ def _one(out_dir: str, instrumented: bool, rate: float, duration_ns: int,
     done = s.received
     # requests done over the CPU window (the window spans more than the skew-0 slots)
     per_window = done * res.cpu["window_s"] / s.seconds if done else 0
-    drains = {n.node: n.tracing.get("drain_cpu_s") for n in res.nodes if n.tracing}
     return {"throughput_rps": s.throughput_rps, "complete": res.complete,
             "correct": s.correct, "sent": s.sent, "problems": list(res.problems),
             "cpu_s": res.cpu["nodes_s"], "window_s": res.cpu["window_s"],
@@ -73,8 +72,8 @@ def _one(out_dir: str, instrumented: bool, rate: float, duration_ns: int,
             "model_cpu_us_per_request": (res.cpu["nodes_s"]["model"] / per_window * 1e6)
             if done else None,
             # drain CPU over the whole run, per request sent through it
-            "drain_us_per_request": {k: v / s.sent * 1e6 for k, v in drains.items()
-                                     if v is not None and s.sent} if drains else {}}
+            "drain_us_per_request": {n.node: n.tracing["drain_cpu_s"] / s.sent * 1e6
+                                     for n in res.nodes if n.tracing and s.sent}}
 
 
 def _quantile(xs: list[float], q: float) -> float:

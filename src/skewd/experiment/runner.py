@@ -110,7 +110,7 @@ def _cpu_list(stage: str, text: str) -> tuple[int, ...]:
 def parse_cpus(text: str) -> dict[str, tuple[int, ...]]:
     """'model=1;rest=0' -> {'model': (1,), 'rest': (0,)}: the CPUs each stage
     (its process and every thread in it) may run on; 'rest' covers the stages
-    not named."""
+    not named. The stages and CPUs are checked by ExperimentConfig.validate."""
     out: dict[str, tuple[int, ...]] = {}
     for item in str(text).split(";"):
         stage, eq, cpus = item.strip().partition("=")
@@ -118,8 +118,6 @@ def parse_cpus(text: str) -> dict[str, tuple[int, ...]]:
         if not eq or not stage or not cpus.strip():
             raise UsageError(f"--cpus {text!r}: write STAGE=CPUS[;STAGE=CPUS...], e.g. "
                              f"model=1;rest=0")
-        if stage != "rest":
-            parse_stage(stage)
         if stage in out:
             raise UsageError(f"--cpus names {stage} twice")
         out[stage] = _cpu_list(stage, cpus)
@@ -693,11 +691,11 @@ def _finish(cfg, spec, mod, namespaces, plan, sup, logs, status, t0, ended, fail
         code = n.proc.returncode
         end = st.get("end") or ("killed" if n.killed else "died")
         nfiles = _log_files(logs, s) if cfg.instrumented else 0
+        extra = st.get("extra", {})
         outcomes.append(NodeOutcome(s, code, end, st.get("received", 0), st.get("sent", 0),
                                     st.get("error"), nfiles,
-                                    tuple(st["extra"]["cpus"]) if st.get("extra", {}).get("cpus")
-                                    else None,
-                                    st.get("extra", {}).get("tracing", {})))
+                                    tuple(extra["cpus"]) if extra.get("cpus") else None,
+                                    extra.get("tracing", {})))
         if not st:
             missing.append(f"node {s} left no status (it did not exit cleanly); "
                            f"its last unflushed spans are lost")
