@@ -20,6 +20,7 @@ The merger reads `node, peer, time_ns, offset_ns, uncertainty_ns` from these.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 
@@ -45,17 +46,13 @@ OFFSET_COLUMNS = (
 COLUMNS = [c.name for c in OFFSET_COLUMNS]
 
 
-_schema_cache: list = []
-
-
+@functools.cache
 def _schema():
     """OFFSET_COLUMNS as a pyarrow schema (pyarrow imported on first use)."""
-    if not _schema_cache:
-        import pyarrow as pa
-        types = {INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64(), UTF8: pa.string()}
-        _schema_cache.append(pa.schema([pa.field(c.name, types[c.type], nullable=c.nullable)
-                                        for c in OFFSET_COLUMNS]))
-    return _schema_cache[0]
+    import pyarrow as pa
+    types = {INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64(), UTF8: pa.string()}
+    return pa.schema([pa.field(c.name, types[c.type], nullable=c.nullable)
+                      for c in OFFSET_COLUMNS])
 
 
 def __getattr__(name: str):
