@@ -21,10 +21,19 @@ at a multiple of 8. A validity bitmap is left out (length 0) where a column
 has no nulls. The file stays readable as a stream after any complete batch,
 which is what a crashed writer leaves.
 
-Types: INT32, INT64, FLOAT64 and UTF8, each nullable or not; the schema
+Types: INT32, INT64, FLOAT64, UTF8 and FIXED (fixed-size binary of
+Column.width bytes), each nullable or not; a UTF8 column with a `dictionary`
+(a fixed tuple of strings) is dictionary-encoded with int8 indices, its
+dictionary written once, as a dictionary batch after the schema (id: its
+place among the dictionary columns), and listed in the footer. The schema
 carries key/value metadata. The flatbuffers are laid out front to back (each
 table's vtable just before it, its children after it), which the format
 allows and Arrow's verifier checks like any other layout.
+
+A batch is given either as Python values per column (write_columns,
+write_rows) or as the columns' buffers already laid out as Arrow wants them
+(write_buffers: the tracer's drain fills such buffers in C, and the batch
+goes to the file in one writev() without a copy).
 """
 from __future__ import annotations
 
@@ -33,8 +42,8 @@ import struct
 from array import array
 from typing import NamedTuple
 
-INT32, INT64, FLOAT64, UTF8 = "int32", "int64", "float64", "utf8"
-TYPES = (INT32, INT64, FLOAT64, UTF8)
+INT32, INT64, FLOAT64, UTF8, FIXED = "int32", "int64", "float64", "utf8", "fixed"
+TYPES = (INT32, INT64, FLOAT64, UTF8, FIXED)
 _ARRAY_CODE = {INT32: "i", INT64: "q", FLOAT64: "d"}
 
 MAGIC = b"ARROW1"
@@ -43,8 +52,8 @@ EOS = CONTINUATION + b"\0\0\0\0"
 
 # from the format's flatbuffer schemas (Message.fbs, Schema.fbs, File.fbs)
 _V5 = 4                                           # MetadataVersion.V5
-_HEADER_SCHEMA, _HEADER_RECORD_BATCH = 1, 3       # MessageHeader union
-_TYPE_INT, _TYPE_FLOAT, _TYPE_UTF8 = 2, 3, 5      # Type union
+_HEADER_SCHEMA, _HEADER_DICTIONARY, _HEADER_RECORD_BATCH = 1, 2, 3  # MessageHeader union
+_TYPE_INT, _TYPE_FLOAT, _TYPE_UTF8, _TYPE_FIXED = 2, 3, 5, 15       # Type union
 _DOUBLE = 2                                       # Precision.DOUBLE
 
 
@@ -52,6 +61,23 @@ class Column(NamedTuple):
     name: str
     type: str
     nullable: bool = True
+    width: int = 0                          # FIXED: bytes per value
+    dictionary: tuple[str, ...] | None = None  # UTF8 only: int8 indices into this
+
+
+def check_columns(columns) -> list[Column]:
+    """The columns, or ValueError naming the first one this writer cannot write."""
+    columns = list(columns)
+    for c in columns:
+        if c.type not in TYPES:
+            raise ValueError(f"column {c.name}: type {c.type!r} is not one of {TYPES}")
+        if (c.type == FIXED) != (c.width > 0):
+            raise ValueError(f"column {c.name}: a width goes with type {FIXED!r} only, "
+                             f"and it needs one")
+        if c.dictionary is not None and (c.type != UTF8 or not 0 < len(c.dictionary) <= 128):
+            raise ValueError(f"column {c.name}: a dictionary is 1..128 strings of a "
+                             f"{UTF8!r} column")
+    return columns
 
 
 # --- a flatbuffer builder that writes front to back -----------------------------------
@@ -131,22 +157,38 @@ def _child(fn, *args):
 
 # --- schema, record batches, footer ----------------------------------------------------
 
-def _field_table(col: Column) -> list:
+def _field_table(col: Column, dict_id: int | None) -> list:
     if col.type == UTF8:
         ttype, tfields = _TYPE_UTF8, []
+    elif col.type == FIXED:
+        ttype, tfields = _TYPE_FIXED, [(0, "i", col.width)]
     elif col.type == FLOAT64:
         ttype, tfields = _TYPE_FLOAT, [(0, "h", _DOUBLE)]
     else:
         ttype, tfields = _TYPE_INT, [(0, "i", 32 if col.type == INT32 else 64), (1, "B", 1)]
-    return [(0, "o", _child(_Builder.string, col.name)), (1, "B", int(col.nullable)),
-            (2, "B", ttype), (3, "o", _child(_Builder.table, tfields)),
-            (5, "o", _child(_Builder.tables, []))]  # no children (Arrow wants the vector)
+    fields = [(0, "o", _child(_Builder.string, col.name)), (1, "B", int(col.nullable)),
+              (2, "B", ttype), (3, "o", _child(_Builder.table, tfields)),
+              (5, "o", _child(_Builder.tables, []))]  # no children (Arrow wants the vector)
+    if dict_id is not None:  # DictionaryEncoding: id, int8 indices, not ordered
+        fields.append((4, "o", _child(_Builder.table, [
+            (0, "q", dict_id), (1, "o", _child(_Builder.table, [(0, "i", 8), (1, "B", 1)])),
+            (2, "B", 0)])))
+    return fields
+
+
+def _dict_ids(columns) -> list[int | None]:
+    ids, n = [], 0
+    for c in columns:
+        ids.append(n if c.dictionary is not None else None)
+        n += c.dictionary is not None
+    return ids
 
 
 def _schema_table(columns, metadata: dict) -> list:
     kv = [[(0, "o", _child(_Builder.string, k)), (1, "o", _child(_Builder.string, v))]
           for k, v in metadata.items()]
-    fields = [(1, "o", _child(_Builder.tables, [_field_table(c) for c in columns]))]
+    fields = [(1, "o", _child(_Builder.tables, [
+        _field_table(c, i) for c, i in zip(columns, _dict_ids(columns))]))]
     if kv:
         fields.append((2, "o", _child(_Builder.tables, kv)))
     return fields
@@ -173,10 +215,24 @@ def _bitmap(values) -> tuple[bytes, int]:
     return (bytes(bits) if nulls else b""), nulls
 
 
-def _column_buffers(col: Column, values) -> tuple[list[bytes], int]:
+def column_buffers(col: Column, values) -> tuple[int, list[bytes]]:
+    """(null count, the column's buffers) from Python values."""
     valid, nulls = _bitmap(values)
     if nulls and not col.nullable:
         raise ValueError(f"column {col.name}: null in a non-nullable column")
+    if col.dictionary is not None:
+        try:
+            idx = array("b", [0 if v is None else col.dictionary.index(v) for v in values])
+        except ValueError:
+            raise ValueError(f"column {col.name}: a value outside its dictionary "
+                             f"{col.dictionary}") from None
+        return nulls, [valid, idx.tobytes()]
+    if col.type == FIXED:
+        blank = bytes(col.width)
+        data = [blank if v is None else bytes(v) for v in values]
+        if any(len(d) != col.width for d in data):
+            raise ValueError(f"column {col.name}: a value not {col.width} bytes long")
+        return nulls, [valid, b"".join(data)]
     if col.type == UTF8:
         enc = [b"" if v is None else v.encode() for v in values]
         offsets = array("i", [0])
@@ -184,76 +240,138 @@ def _column_buffers(col: Column, values) -> tuple[list[bytes], int]:
         for e in enc:
             total += len(e)
             offsets.append(total)
-        return [valid, offsets.tobytes(), b"".join(enc)], nulls
+        return nulls, [valid, offsets.tobytes(), b"".join(enc)]
     data = array(_ARRAY_CODE[col.type], [0 if v is None else v for v in values])
-    return [valid, data.tobytes()], nulls
+    return nulls, [valid, data.tobytes()]
+
+
+_PAD = [bytes(i) for i in range(8)]
+
+
+def _record_batch(n: int, column_buffers) -> tuple[list, list, int]:
+    """(RecordBatch table, body pieces, body length) for n rows given as
+    (null count, [buffers]) per column; every buffer is padded to 8 bytes."""
+    nodes, bufs, body = [], [], []
+    size = 0
+    for nulls, buffers in column_buffers:
+        nodes.append(struct.pack("<qq", n, nulls))
+        for b in buffers:
+            k = memoryview(b).nbytes
+            bufs.append(struct.pack("<qq", size, k))
+            if k:
+                body.append(b)
+                if k % 8:
+                    body.append(_PAD[-k % 8])
+                size += k + (-k % 8)
+    header = [(0, "q", n), (1, "o", _child(_Builder.structs, b"".join(nodes), len(nodes))),
+              (2, "o", _child(_Builder.structs, b"".join(bufs), len(bufs)))]
+    return header, body, size
+
+
+def _values_batch(columns, column_values: list) -> tuple[list, list, int]:
+    n = len(column_values[0]) if column_values else 0
+    for col, values in zip(columns, column_values):
+        if len(values) != n:
+            raise ValueError(f"column {col.name}: {len(values)} values, expected {n}")
+    return _record_batch(n, [column_buffers(c, v) for c, v in zip(columns, column_values)])
 
 
 def batch_message(columns, column_values: list) -> bytes:
     """One record batch, encapsulated with its body; column_values holds a
     sequence per column (None for a null), all of one length."""
-    n = len(column_values[0]) if column_values else 0
-    nodes, bufs, body = [], [], bytearray()
-    for col, values in zip(columns, column_values):
-        if len(values) != n:
-            raise ValueError(f"column {col.name}: {len(values)} values, expected {n}")
-        parts, nulls = _column_buffers(col, values)
-        nodes.append(struct.pack("<qq", n, nulls))
-        for p in parts:
-            bufs.append(struct.pack("<qq", len(body), len(p)))
-            body.extend(p)
-            body.extend(bytes(-len(body) % 8))
-    header = [(0, "q", n), (1, "o", _child(_Builder.structs, b"".join(nodes), len(nodes))),
-              (2, "o", _child(_Builder.structs, b"".join(bufs), len(bufs)))]
-    return _message(_HEADER_RECORD_BATCH, header, len(body)) + bytes(body)
+    header, body, size = _values_batch(columns, column_values)
+    return _message(_HEADER_RECORD_BATCH, header, size) + b"".join(body)
 
 
-def footer(columns, metadata: dict | None, blocks: list[tuple[int, int, int]]) -> bytes:
+def dictionary_message(dict_id: int, values) -> bytes:
+    """A dictionary batch: the strings of dictionary `dict_id`."""
+    header, body, size = _values_batch([Column("d", UTF8, False)], [list(values)])
+    return _message(_HEADER_DICTIONARY, [(0, "q", dict_id), (1, "o", _child(_Builder.table,
+                                                                              header))],
+                    size) + b"".join(body)
+
+
+def footer(columns, metadata: dict | None, blocks: list[tuple[int, int, int]],
+           dictionaries: list[tuple[int, int, int]] = ()) -> bytes:
     """The file footer and its trailer; blocks: (offset, metadata length
-    with its 8-byte prefix, body length) per record batch."""
-    data = b"".join(struct.pack("<qi4xq", *b) for b in blocks)
-    meta = _Builder().finish([
-        (0, "h", _V5), (1, "o", _child(_Builder.table, _schema_table(columns, metadata or {}))),
-        (3, "o", _child(_Builder.structs, data, len(blocks)))])
+    with its 8-byte prefix, body length) per record batch, and likewise
+    dictionaries per dictionary batch."""
+    def structs(bs):
+        return _child(_Builder.structs, b"".join(struct.pack("<qi4xq", *b) for b in bs),
+                      len(bs))
+
+    fields = [(0, "h", _V5),
+              (1, "o", _child(_Builder.table, _schema_table(columns, metadata or {}))),
+              (3, "o", structs(blocks))]
+    if dictionaries:
+        fields.append((2, "o", structs(dictionaries)))
+    meta = _Builder().finish(fields)
     return meta + struct.pack("<i", len(meta)) + MAGIC
 
 
 class FileWriter:
-    """An Arrow IPC file on an open descriptor: header and schema at once,
-    each batch in one write, the footer on close(). Not thread-safe."""
+    """An Arrow IPC file on an open descriptor: header, schema and
+    dictionaries at once, each batch in one write, the footer on close().
+    Not thread-safe."""
 
     def __init__(self, fd: int, columns, metadata: dict | None = None):
-        for c in columns:
-            if c.type not in TYPES:
-                raise ValueError(f"column {c.name}: type {c.type!r} is not one of {TYPES}")
         self.fd = fd
-        self.columns = list(columns)
+        self.columns = check_columns(columns)
         self.metadata = dict(metadata or {})
         self.blocks: list[tuple[int, int, int]] = []
+        self.dictionaries: list[tuple[int, int, int]] = []
         self.pos = 0
         self._write(MAGIC + b"\0\0" + schema_message(self.columns, self.metadata))
+        for c, i in zip(self.columns, _dict_ids(self.columns)):
+            if i is not None:
+                self._message(self.dictionaries, dictionary_message(i, c.dictionary))
 
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        self.pos += len(view)
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
-        self.pos += len(data)
+
+    def _message(self, blocks: list, msg: bytes) -> int:
+        meta_len = 8 + struct.unpack_from("<i", msg, 4)[0]
+        blocks.append((self.pos, meta_len, len(msg) - meta_len))
+        self._write(msg)
+        return len(msg)
 
     def write_columns(self, column_values: list) -> int:
         """Append one batch; returns its size in bytes."""
-        msg = batch_message(self.columns, column_values)
-        meta_len = 8 + struct.unpack_from("<i", msg, 4)[0]
-        self.blocks.append((self.pos, meta_len, len(msg) - meta_len))
-        self._write(msg)
-        return len(msg)
+        return self._message(self.blocks, batch_message(self.columns, column_values))
 
     def write_rows(self, rows: list[tuple]) -> int:
         """Append rows given as tuples in column order."""
         cols = list(zip(*rows)) if rows else [()] * len(self.columns)
         return self.write_columns(cols)
 
+    def write_buffers(self, n: int, column_buffers) -> int:
+        """Append n rows given as (null count, [buffers]) per column, each
+        buffer exactly as the format lays it out (an empty validity bitmap
+        where the column has no nulls; for a dictionary column, its int8
+        indices); any object with the buffer protocol will do. The batch is
+        one writev() of the message and the buffers themselves. Returns its
+        size in bytes."""
+        if len(column_buffers) != len(self.columns):
+            raise ValueError(f"{len(column_buffers)} columns given, the schema has "
+                             f"{len(self.columns)}")
+        header, body, size = _record_batch(n, column_buffers)
+        prefix = _message(_HEADER_RECORD_BATCH, header, size)
+        self.blocks.append((self.pos, len(prefix), size))
+        total = len(prefix) + size
+        done = os.writev(self.fd, [prefix, *body])
+        if done < total:  # a short write (a full disk, a signal): the rest, piece by piece
+            rest = b"".join([prefix, *(memoryview(b).cast("B") for b in body)])[done:]
+            self.pos += done
+            self._write(rest)
+        else:
+            self.pos += total
+        return total
+
     def close(self) -> None:
         """End of stream and footer (the descriptor stays open: its owner
         fsyncs and closes it)."""
-        self._write(EOS + footer(self.columns, self.metadata, self.blocks))
+        self._write(EOS + footer(self.columns, self.metadata, self.blocks, self.dictionaries))
