@@ -1,12 +1,14 @@
 """Span logs: Arrow IPC files of span rows (skewd.schema.SPAN_SCHEMA), written
 by a tracer's drain thread and read back by the merger.
 
-Writing. Files are named ``spans-<node>-<UTC time>-<pid>-<seq>.arrow`` in the
-log directory; each is an Arrow IPC *file* whose schema metadata carries the
-schema version, node, stage, clock, host and pid. Every record batch goes to
-the kernel in one write() as soon as it is built (a tracer builds one at least
-every flush interval, 50 ms by default), so a process killed with SIGKILL
-loses at most the spans of the last interval. Files rotate by size and by age;
+Writing (skewd.spanwriter, without pyarrow; SpanLogWriter here also takes
+pyarrow record batches). Files are named
+``spans-<node>-<UTC time>-<pid>-<seq>.arrow`` in the log directory; each is an
+Arrow IPC *file* whose schema metadata carries the schema version, node,
+stage, clock, host and pid. Every record batch goes to the kernel in one
+writev() as soon as it is built (a tracer builds one at least every flush
+interval, 50 ms by default), so a process killed with SIGKILL loses at most
+the spans of the last interval. Files rotate by size and by age;
 on rotation and close the footer is written and the file and its directory are
 fsynced, so a closed file is a complete Arrow IPC file any Arrow tool opens.
 
@@ -26,17 +28,15 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
+from skewd import spanwriter
 from skewd.errors import InputFileError, UsageError
-from skewd.logfiles import RotatingLog
 from skewd.schema import KINDS, SCHEMA_VERSION, SPAN_SCHEMA, schema_version, with_metadata
 
 NULL_NS = -(2 ** 63)
 ARROW_MAGIC = b"ARROW1"
 FILE_GLOB = "*.arrow"
-_KINDS_ARRAY = pa.array(KINDS, type=pa.string())
 
 
 class SpanLogWarning(UserWarning):
@@ -52,180 +52,24 @@ class IncompleteLogWarning(SpanLogWarning):
     between batches. Every batch in it was read."""
 
 
-# --- ring columns -> Arrow -----------------------------------------------------------
-
-def _const_strings(value: str | None, n: int) -> pa.Array:
-    """n copies of one string without a Python object per row."""
-    if value is None:
-        return pa.nulls(n, pa.string())
-    b = value.encode()
-    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(len(b))
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets),
-                                                  pa.py_buffer(b * n)])
-
-
-_KIND_TYPE = pa.dictionary(pa.int8(), pa.string())
-
-
-class BatchBuilder:
-    """Turns a drain's column buffers (skewd._ring.Columns) into record
-    batches of SPAN_SCHEMA. The drain already laid the buffers out as Arrow
-    wants them, so the builder wraps each Columns object once, at its full
-    size, in a template record batch over those very buffers (validity
-    bitmaps always attached, null counts left for Arrow to count), and a
-    drain of n spans is one zero-copy slice of it: nothing is built per span
-    or per column, and no call lets go of the GIL (a drain thread that has
-    to win the GIL back from a busy producer thread many times per batch
-    falls behind). A batch aliases the buffers: use it before the next drain."""
-
-    #: bytes a row takes in a written batch besides its name (ids, kind,
-    #: six int64 columns, the name offset, five validity bits)
-    ROW_BYTES = 16 + 8 + 8 + 1 + 6 * 8 + 4 + 1
-
-    def __init__(self, node: str, stage: str | None, clock: str):
-        self.node = node
-        self.stage = stage
-        self.clock = clock
-        self._const_bytes = sum(4 + len((v or "").encode()) for v in (node, stage, clock))
-        self._template: pa.RecordBatch | None = None
-        self._key: tuple = ()
-
-    def _make_template(self, cols) -> pa.RecordBatch:
-        buf = pa.py_buffer
-        size = cols.size
-        valid = cols.valid
-
-        def ns(i: int, a) -> pa.Array:
-            return pa.Array.from_buffers(pa.int64(), size, [buf(valid[i]), buf(a)],
-                                         null_count=-1)
-
-        return pa.RecordBatch.from_arrays([
-            pa.Array.from_buffers(pa.binary(16), size, [None, buf(cols.trace_id)]),
-            pa.Array.from_buffers(pa.binary(8), size, [None, buf(cols.span_id)]),
-            pa.Array.from_buffers(pa.binary(8), size, [buf(valid[0]), buf(cols.parent_id)],
-                                  null_count=-1),
-            pa.Array.from_buffers(pa.string(), size, [None, buf(cols.name_offsets),
-                                                      buf(cols.name_data)]),
-            pa.DictionaryArray.from_buffers(_KIND_TYPE, size, [None, buf(cols.kind)],
-                                            _KINDS_ARRAY),
-            _const_strings(self.node, size),
-            _const_strings(self.stage, size),
-            pa.Array.from_buffers(pa.int64(), size, [None, buf(cols.start_ns)]),
-            pa.Array.from_buffers(pa.int64(), size, [None, buf(cols.end_ns)]),
-            ns(1, cols.send_ns),
-            _const_strings(self.clock, size),
-            ns(2, cols.injected_offset_ns),
-            ns(3, cols.est_offset_ns),
-            ns(4, cols.est_uncertainty_ns),
-        ], schema=SPAN_SCHEMA)
-
-    def build(self, cols, n: int, names=None) -> pa.RecordBatch:
-        """The first n rows of the last drain into cols, as a record batch."""
-        # name_data is replaced when the name table outgrows it: wrap it anew
-        key = (id(cols), id(cols.name_data))
-        if key != self._key or self._template is None:
-            self._template = self._make_template(cols)
-            self._key = key
-            self._cols = cols  # keeps id(cols) meaningful
-        return self._template.slice(0, n)
-
-    def nbytes(self, cols, n: int) -> int:
-        """About how many bytes the batch of n rows takes in a file."""
-        return n * (self.ROW_BYTES + self._const_bytes) + int(cols.name_offsets[n])
-
-
-def _fixed_kinds(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The IPC file format allows one dictionary per column: give `kind`
-    the fixed dictionary of all five kinds."""
-    i = batch.schema.get_field_index("kind")
-    col = batch.column(i)
-    if isinstance(col, pa.DictionaryArray) and col.dictionary.equals(_KINDS_ARRAY):
-        return batch
-    import pyarrow.compute as pc
-    idx = pc.index_in(col.cast(pa.string()), value_set=_KINDS_ARRAY)
-    if idx.null_count:
-        raise UsageError(f"span kinds must be one of {', '.join(KINDS)}")
-    kind = pa.DictionaryArray.from_arrays(idx.cast(pa.int8()), _KINDS_ARRAY)
-    return batch.set_column(i, batch.schema.field(i), kind)
-
-
 # --- writer ---------------------------------------------------------------------------
 
-def _native_stream(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
-    """(buffered, raw) Arrow output streams on a new file: the IPC writer
-    writes through them in C++, without calling back into Python (a Python
-    sink would take the GIL for every piece of every batch)."""
-    raw = pa.OSFile(path, "wb")
-    return pa.BufferedOutputStream(raw, 1 << 20), raw
+class SpanLogWriter(spanwriter.SpanLogWriter):
+    """skewd.spanwriter's writer (which the tracer uses), taking pyarrow
+    record batches of SPAN_SCHEMA too: for tools and tests that build spans
+    as tables. A batch's values pass through Python: fine for thousands of
+    rows, not for a tracer's stream."""
 
-
-class SpanLogWriter(RotatingLog):
-    """Writes record batches to rotated Arrow IPC files in `directory`.
-    Not thread-safe: one drain thread (or a caller holding its lock) uses it."""
-
-    #: turns a batch into what the file holds (the fixed kind dictionary)
-    prepare = staticmethod(_fixed_kinds)
-
-    def __init__(self, directory: str, *, node: str, stage: str | None = None,
-                 clock: str = "realtime", host: str | None = None,
-                 max_bytes: int = 64 << 20, max_age_s: float = 600.0):
-        super().__init__(directory, node=node, prefix="spans", host=host,
-                         max_bytes=max_bytes, max_age_s=max_age_s, what="span log")
-        self.stage = stage
-        self.clock = clock
-        self._raw = None
-        self._sink = None
-        self._writer = None
-
-    def schema(self) -> pa.Schema:
-        return with_metadata(SPAN_SCHEMA, node=self.node, stage=self.stage or "",
-                             clock=self.clock, host=self.host, pid=os.getpid())
-
-    def _begin(self, path: str) -> None:
-        self._sink, self._raw = _native_stream(path)
-        self._writer = pa.ipc.new_file(self._sink, self.schema())
-        self._sink.flush()
-
-    def write(self, batch: pa.RecordBatch, nbytes: int | None = None,
-              prepared: bool = False) -> None:
-        """Append one batch and hand it to the kernel; rotate when due.
-        nbytes: the batch's size when the caller knows it (a sliced batch's
-        nbytes counts the whole buffers it views); prepared: the batch is in
-        the file's form already (BatchBuilder's are)."""
-        if batch.num_rows == 0:
-            return
-        if not prepared:
-            batch = self.prepare(batch)
-        if self._writer is None:
-            self._open()
-        self._writer.write_batch(batch)
-        self._sink.flush()  # to the kernel now: a crash loses at most this interval
-        # an estimate that needs no syscall (each would give up the GIL)
-        size = (nbytes if nbytes is not None else batch.nbytes) + 64 * (batch.num_columns + 4)
-        self._written(batch.num_rows, size)
-
-    def _end(self) -> int:
-        self._writer.close()  # the footer
-        self._sink.flush()
-        return self._raw.fileno()
-
-    def _release(self) -> None:
-        sink = self._sink
-        self._writer = self._sink = self._raw = None
-        sink.close()
-
-    def _drop(self) -> None:
-        """In a forked child: every batch was flushed before the fork and
-        nothing is pending; the parent's writer must never be finalised here."""
-        _abandoned.append((self._writer, self._sink))
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append one batch (its columns named and typed as SPAN_SCHEMA's;
+        kind may be a plain string column); rotate when due."""
+        if batch.schema.names != SPAN_SCHEMA.names:
+            raise UsageError(f"span batch columns {batch.schema.names} are not the span "
+                             f"schema's {SPAN_SCHEMA.names}")
         try:
-            self._raw.close()  # the child's copy of the descriptor
-        except (OSError, pa.ArrowException):
-            pass
-        self._writer = self._sink = self._raw = None
-
-
-_abandoned: list = []
+            self.write_columns([c.to_pylist() for c in batch.columns])
+        except ValueError as e:
+            raise UsageError(f"span batch: {e} (span kinds are {', '.join(KINDS)})") from None
 
 
 # --- reader -----------------------------------------------------------------------------
@@ -463,5 +307,5 @@ def log_files(directory: str) -> list[str]:
     return _expand(directory) if os.path.isdir(directory) else []
 
 
-__all__ = ["read", "read_file", "inspect", "SpanLogWriter", "BatchBuilder", "LogInfo",
+__all__ = ["read", "read_file", "inspect", "SpanLogWriter", "LogInfo",
            "FileRead", "TornTailWarning", "IncompleteLogWarning", "SpanLogWarning"]

@@ -10,8 +10,9 @@ Kafka headers and ZeroMQ frames.
 A span costs a few hundred nanoseconds: the handle is a C object, its ids
 come from a per-thread generator in C, both timestamps are read through the
 clock-state page in C, and exit appends one fixed-size record to this
-thread's ring. A drain thread turns what the rings hold into Arrow record
-batches and writes them to the log (skewd.spanlog) every flush interval
+thread's ring. A drain thread copies what the rings hold into Arrow column
+buffers and writes them to the log as record batches, one writev() each,
+without pyarrow (skewd.spanwriter), every flush interval
 (50 ms) while spans arrive, or at once when a ring is half full; it waits
 in C without the GIL and takes it only when there is something to write, so
 an idle tracer costs its process only a C wake-up per interval. A full ring
@@ -61,7 +62,7 @@ import weakref
 from time import thread_time as _thread_time
 from typing import Callable, Sequence
 
-from skewd import _ring, spanlog
+from skewd import _ring, spanwriter
 from skewd.errors import HostError, UsageError
 from skewd.skewclock import SkewedClock
 from skewd.statepage import validate_node
@@ -338,15 +339,13 @@ class Tracer:
         self._log_args = dict(node=self.node, stage=stage, clock=self.clock_name,
                               max_bytes=max_bytes, max_age_s=max_age)
         self.log_dir = os.fspath(log_dir) if log_dir is not None else None
-        self._log = (spanlog.SpanLogWriter(self.log_dir, **self._log_args)
+        self._log = (spanwriter.SpanLogWriter(self.log_dir, **self._log_args)
                      if self.log_dir is not None else None)
-        self._builder = spanlog.BatchBuilder(self.node, stage, self.clock_name)
         self._cols = _ring.Columns(self._batch_size)
         self._closed = False
         self._start_drainer()
         # a tracer dropped without close() still drains and closes its log
-        self._finalizer = weakref.finalize(self, _finalize, self._core, self._cols,
-                                           self._builder, self._log)
+        self._finalizer = weakref.finalize(self, _finalize, self._core, self._cols, self._log)
         self._finalizer.atexit = False  # at exit _close_all closes it properly
         with _live_lock:
             _live.add(self)
@@ -415,10 +414,9 @@ class Tracer:
                 n = core.drain(cols)
                 if n == 0:
                     break
-                batch = self._builder.build(cols, n)
                 if self._log is not None:
                     try:
-                        self._log.write(batch, self._builder.nbytes(cols, n), prepared=True)
+                        self._log.write_ring(cols, n)
                     except OSError as e:
                         self._errors += 1
                         self._last_error = f"writing span log: {e}"
@@ -495,7 +493,9 @@ class Tracer:
         return list(self._log.stats.files) if self._log is not None else []
 
     def table(self):
-        """Flush, then read back everything this tracer (this process) wrote."""
+        """Flush, then read back everything this tracer (this process) wrote
+        (a pyarrow Table; imports pyarrow)."""
+        from skewd import spanlog
         self.flush()
         with warnings.catch_warnings():
             # the file being written has no footer yet: that is expected here
@@ -532,14 +532,14 @@ class Tracer:
                 f"clock={self.clock_name!r}{', closed' if self._closed else ''})")
 
 
-def _finalize(core, cols, builder, log) -> None:
+def _finalize(core, cols, log) -> None:
     try:
         while True:
             n = core.drain(cols)
             if n == 0:
                 break
             if log is not None:
-                log.write(builder.build(cols, n), builder.nbytes(cols, n), prepared=True)
+                log.write_ring(cols, n)
         core.close()
         if log is not None:
             log.close()
