@@ -93,6 +93,31 @@ def test_a_saturated_run_is_paced_by_short_queues(tmp_path):
     assert s.latency_p50_ns < 2e9
 
 
+def test_every_other_window_traced(tmp_path):
+    """trace_windows_ns: the source traces the requests of every other window,
+    the stages pass untraced ones on untraced; the sink says which was which."""
+    from skewd import spanlog
+    out = str(tmp_path / "win")
+    cfg = runner.ExperimentConfig(out_dir=out, skews_ns=(0,), duration_ns=2000 * MS, rate=500,
+                                  daemons=False, trace_windows_ns=250 * MS)
+    res = runner.run(cfg)
+    assert res.complete, (res.problems, res.missing)
+    s = res.analysis.skews[0]
+    assert s.correct == s.sent > 0
+    sink = runner.read_records(os.path.join(out, "nodes", "sink.arrow"))
+    rows = sorted(zip(sink.column("t_sink_ns").to_pylist(), sink.column("traced").to_pylist(),
+                      sink.column("req_id").to_pylist()))
+    flags = [t for _, t, _ in rows]
+    switches = sum(a != b for a, b in zip(flags, flags[1:]))
+    assert switches >= 6 and 0.3 < sum(flags) / len(flags) < 0.7, (switches, sum(flags))
+    traced_ids = {r for _, t, r in rows if t}
+    spans = spanlog.read(os.path.join(out, "logs"))
+    # one consumer span per traced request at the model, none for the others
+    model = [r for r in spans.to_pylist() if r["stage"] == "model" and r["kind"] == "consumer"]
+    assert len(model) == len(traced_ids)
+    assert len({r["trace_id"] for r in model}) == len(traced_ids)
+
+
 def test_drift_run_rate_rises_with_the_offset(tmp_path):
     out = str(tmp_path / "drift")
     cfg = runner.ExperimentConfig(out_dir=out, skews_ns=None, drift_ppb=100_000,
@@ -147,7 +172,9 @@ def test_bad_configuration_is_refused_before_anything_starts(tmp_path):
                     (dict(rate=-1), "--rate"),
                     (dict(skews_ns=None), "nothing to run"),
                     (dict(slot_ns=MS), "--slot"),
-                    (dict(fault="model:soon"), "NODE:after=N")]:
+                    (dict(fault="model:soon"), "NODE:after=N"),
+                    (dict(trace_windows_ns=-1), "trace windows"),
+                    (dict(trace_windows_ns=MS, instrumented=False), "instrumented run")]:
         with pytest.raises(UsageError, match=msg):
             runner.run(runner.ExperimentConfig(out_dir=out, **kw))
     assert not os.path.exists(out)

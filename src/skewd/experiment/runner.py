@@ -158,6 +158,10 @@ class ExperimentConfig:
     #: CPUs per stage (parse_cpus): pin the bottleneck stage to a core of its
     #: own, as on a host of its own; empty: the scheduler places every stage
     cpus: dict = field(default_factory=dict)
+    #: instrumented runs: trace only the requests the source sends in every
+    #: other window of this length (0: all), for comparing traced and
+    #: untraced windows in the same processes (bench/experiment.py)
+    trace_windows_ns: int = 0
 
     def validate(self) -> "ExperimentConfig":
         parse_stage(self.skew_stage)
@@ -191,6 +195,8 @@ class ExperimentConfig:
             check_reference(self.daemon_reference, self.skew_stage, STAGES)
         if not 1_000_000 <= self.daemon_interval_ns <= 10_000_000_000:
             raise UsageError("--daemon-interval must lie between 1ms and 10s")
+        if self.trace_windows_ns and (self.trace_windows_ns < 0 or not self.instrumented):
+            raise UsageError("trace windows need a positive length and an instrumented run")
         if self.cpus:
             # the host's CPUs (a stage may be pinned off the runner's own);
             # one a cgroup forbids fails in the stage, which says so
@@ -551,6 +557,7 @@ def run(cfg: ExperimentConfig, progress=None) -> ExperimentResult:
             nc = NodeConfig(node=s, stage=s, transport=spec, status_dir=status,
                             log_dir=logs if cfg.instrumented else None, seed=cfg.seed,
                             rate=cfg.rate, cpus=cpus_of(cfg.cpus, s),
+                            trace_windows_ns=cfg.trace_windows_ns if s == "source" else 0,
                             fault_after=fault[1] if fault and fault[0] == s else None)
             path = os.path.join(status, f"{s}.config.json")
             with open(path, "w") as f:

@@ -12,11 +12,15 @@ stage early, its span log flushed.
 
 Each stage records, with skewd's tracer on its own skewed clock, a consumer
 span per message received (carrying the producer's send time) and a producer
-span per message sent. The payload carries the request id and the source's
-send time on the unskewed clock, so the sink's end-to-end latency is true
-latency whatever skew is injected. The sink checks every output against
-workload.Reference in a background thread and keeps a record per request
-(sink.arrow).
+span per message sent. A message that comes without a trace context is passed
+on without one, untraced: the source sends such messages when told to trace
+only every other window of time (trace_windows_ns), so that a benchmark can
+compare traced and untraced windows in the same processes. The payload
+carries the request id and the source's send time on the unskewed clock, so
+the sink's end-to-end latency is true latency whatever skew is injected. The
+sink checks every output against workload.Reference once the stream has
+ended and keeps a record per request (sink.arrow: ids, times, whether the
+output was correct and whether the request came traced).
 """
 from __future__ import annotations
 
@@ -58,6 +62,9 @@ class NodeConfig:
     seed: int = 1
     rate: float = 300.0                 # source: requests/s; 0 = as fast as taken
     cpus: list[int] | None = None       # run only on these CPUs (None: anywhere)
+    #: source, traced: trace only the requests sent in every other window of
+    #: this length (0: every request); a relay traces what comes traced
+    trace_windows_ns: int = 0
     fault_after: int | None = None      # testing: die (no flush) after this many messages
 
     def to_json(self) -> str:
@@ -132,11 +139,11 @@ class _Fault:
 _SEND_SPAN = {e: f"send {e}" for e in EDGES}
 
 
-def _send(tr: _Tracing, tx, edge: str, payload: bytes, parent=None) -> None:
-    if tr.tracer is None:
+def _send(tracer, tx, edge: str, payload: bytes, parent=None) -> None:
+    if tracer is None:
         tx.send(Message(payload))
         return
-    with tr.tracer.span(_SEND_SPAN[edge], kind="producer", parent=parent) as p:
+    with tracer.span(_SEND_SPAN[edge], kind="producer", parent=parent) as p:
         # the span itself carries its context: no SpanContext object per
         # message, and the transport writes it with the send time in one call
         tx.send(Message(payload, None, (p, p.mark_send())))
@@ -196,6 +203,7 @@ def _run_source(cfg, tr, tx, st, stop) -> None:
     fault = _Fault(cfg.fault_after)
     rec = _Records(os.path.join(cfg.status_dir, "source.arrow"),
                    {"req_id": pa.int64(), "t_source_ns": pa.int64()})
+    window = cfg.trace_windows_ns
     try:
         while not stop.flag.is_set():
             t = now()
@@ -206,7 +214,8 @@ def _run_source(cfg, tr, tx, st, stop) -> None:
                 break
             x = workload.make_input(cfg.seed, req)
             t = now()
-            _send(tr, tx, out_edge, workload.pack(req, t, x), parent=False)
+            tracer = tr.tracer if not window or (t - t0) // window % 2 == 0 else None
+            _send(tracer, tx, out_edge, workload.pack(req, t, x), parent=False)
             rec.add(req_id=req, t_source_ns=t)
             st.sent += 1
             req += 1
@@ -232,6 +241,7 @@ class _Checker:
         self.ids: list[int] = []
         self.t_src: list[int] = []
         self.t_sink: list[int] = []
+        self.traced: list[bool] = []
         self.tops: list[np.ndarray] = []
         self.probs: list[np.ndarray] = []
         self.out = _Records(os.path.join(cfg.status_dir, "outputs.arrow"),
@@ -240,11 +250,12 @@ class _Checker:
         self.correct = 0
         self.wrong = 0
 
-    def put(self, req: int, t_src: int, t_sink: int, body: memoryview) -> None:
+    def put(self, req: int, t_src: int, t_sink: int, body: memoryview, traced: bool) -> None:
         top, probs = workload.unpack_output(body)
         self.ids.append(req)
         self.t_src.append(t_src)
         self.t_sink.append(t_sink)
+        self.traced.append(traced)
         self.tops.append(top)
         self.probs.append(probs)
         self.out.add(req_id=req, t_source_ns=t_src, t_sink_ns=t_sink, output=bytes(body))
@@ -255,7 +266,8 @@ class _Checker:
         ref = workload.Reference(self.cfg.seed)
         rec = _Records(os.path.join(self.cfg.status_dir, "sink.arrow"),
                        {"req_id": pa.int64(), "t_source_ns": pa.int64(),
-                        "t_sink_ns": pa.int64(), "correct": pa.bool_()}, batch=self.BATCH)
+                        "t_sink_ns": pa.int64(), "correct": pa.bool_(),
+                        "traced": pa.bool_()}, batch=self.BATCH)
         try:
             for a in range(0, len(self.ids), self.BATCH):
                 b = a + self.BATCH
@@ -264,7 +276,8 @@ class _Checker:
                 self.correct += int(ok.sum())
                 self.wrong += int(len(ok) - ok.sum())
                 rec.extend(req_id=self.ids[a:b], t_source_ns=self.t_src[a:b],
-                           t_sink_ns=self.t_sink[a:b], correct=ok.tolist())
+                           t_sink_ns=self.t_sink[a:b], correct=ok.tolist(),
+                           traced=self.traced[a:b])
         finally:
             rec.close()
 
@@ -289,12 +302,12 @@ def _run_relay(cfg, tr, rx, tx, st, stop) -> None:
                 workload.as_array(body, np.float32, (workload.CLASSES,)))
         raise AssertionError(cfg.stage)
 
-    def handle(msg, parent):
+    def handle(msg, tracer, parent):
         req, t_src, body = workload.unpack_head(msg.payload)
         if checker:
-            checker.put(req, t_src, now(), body)
+            checker.put(req, t_src, now(), body, tracer is not None)
         else:
-            _send(tr, tx, out_edge, workload.pack(req, t_src, *work(body)), parent)
+            _send(tracer, tx, out_edge, workload.pack(req, t_src, *work(body)), parent)
             st.sent += 1
 
     try:
@@ -308,13 +321,13 @@ def _run_relay(cfg, tr, rx, tx, st, stop) -> None:
                     tx.send(_eos_message())
                 return
             st.received += 1
-            if tr.tracer is None:
-                handle(msg, None)
+            if tr.tracer is None or (msg.trace is None and not msg.headers):
+                handle(msg, None, None)  # uninstrumented, or a request sent untraced
             else:
                 ctx, send_ns = msg.trace if msg.trace is not None else tr.extract(msg.headers)
                 with tr.tracer.span(recv_span, kind="consumer", parent=ctx,
                                     send_ns=send_ns) as c:
-                    handle(msg, c)
+                    handle(msg, tr.tracer, c)
             fault.tick()
     finally:
         if checker:
