@@ -1,17 +1,19 @@
 """Arrow IPC files written without pyarrow, for flat tables of a few types.
 
-The daemon writes its offset logs with this: pyarrow's shared libraries put
-60 MB or more into the resident set of any process that imports it (pyarrow
-26 here), most of the daemon's 80 MB budget, for a table of sixteen plain
-columns written ten times a second. What is written is the standard Arrow IPC
-*file* format (Arrow's columnar format specification, metadata version 5),
-so pyarrow, skewd's span-log reader and any Arrow tool read it:
+The daemon writes its offset logs with this, and the tracer its span logs:
+pyarrow's shared libraries put 60 MB or more into the resident set of any
+process that imports it (pyarrow 26 here), most of the daemon's 80 MB
+budget, and in a traced pipeline stage they slowed the stage's own work by
+a few per cent (README). What is written is the standard Arrow IPC *file*
+format (Arrow's columnar format specification, metadata version 5), so
+pyarrow, skewd's span-log reader and any Arrow tool read it:
 
     "ARROW1" + 2 bytes of padding
     schema message                         (encapsulated, see below)
-    record batch message, ...              (one os.write() each)
+    dictionary batch message, ...          (one per dictionary column)
+    record batch message, ...              (one write each)
     end-of-stream marker (0xFFFFFFFF, 0)
-    footer (flatbuffer: the schema again, and a Block per record batch)
+    footer (flatbuffer: the schema again, a Block per dictionary and record batch)
     int32 footer length, "ARROW1"
 
 An encapsulated message is 0xFFFFFFFF, an int32 metadata length, the

@@ -1,8 +1,8 @@
 """Rotated log files, whatever writes into them: naming, rotation by size and
 age, fsync of the file and its directory when one is finished. Span logs
-(skewd.spanlog, pyarrow's IPC writer) and the daemon's offset logs
-(skewd.offsetlog, skewd.arrowipc) stand on this; it imports neither pyarrow
-nor numpy, so the daemon stays small.
+(skewd.spanwriter) and the daemon's offset logs (skewd.offsetlog), both
+written with skewd.arrowipc, stand on this; it imports neither pyarrow nor
+numpy, so the daemon and traced processes stay small.
 
 Files are named ``<prefix>-<node>-<UTC time>-<pid>-<seq>.arrow``; the name is
 claimed with O_EXCL, so writers may share a directory."""
