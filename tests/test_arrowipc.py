@@ -222,3 +222,41 @@ def test_bad_fixed_and_dictionary_values(tmp_path):
             w.write_buffers(1, [(0, [b"", b"abcd"])] * 2)
     finally:
         os.close(fd)
+
+
+def test_a_batch_that_fails_part_way_is_cut_off_again(tmp_path, monkeypatch):
+    """A full disk in the middle of a batch: the writer raises, the file is
+    cut back to its last complete batch, and later batches follow it."""
+    import errno
+    real_writev, real_write = os.writev, os.write
+    fail = {"on": False}
+
+    def writev(fd, parts):
+        if fail["on"]:
+            return real_writev(fd, [bytes(parts[0])[:5]])
+        return real_writev(fd, parts)
+
+    def write(fd, data):
+        if fail["on"]:
+            fail["on"] = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(arrowipc.os, "writev", writev)
+    monkeypatch.setattr(arrowipc.os, "write", write)
+    p = str(tmp_path / "full.arrow")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT)
+    try:
+        w = arrowipc.FileWriter(fd, KIND_COLS)
+        w.write_buffers(2, _buffers(KIND_COLS, KIND_ROWS[0]))
+        fail["on"] = True
+        with pytest.raises(OSError, match="No space"):
+            w.write_buffers(3, _buffers(KIND_COLS, KIND_ROWS[1]))
+        assert w.pos == os.fstat(fd).st_size
+        w.write_rows(KIND_ROWS[1])
+        w.close()
+    finally:
+        os.close(fd)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pa.ipc.open_file(p).read_all().to_pylist() == _expected(KIND_COLS, KIND_ROWS)

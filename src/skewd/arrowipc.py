@@ -39,6 +39,7 @@ goes to the file in one writev() without a copy).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from array import array
@@ -337,9 +338,28 @@ class FileWriter:
 
     def _message(self, blocks: list, msg: bytes) -> int:
         meta_len = 8 + struct.unpack_from("<i", msg, 4)[0]
-        blocks.append((self.pos, meta_len, len(msg) - meta_len))
-        self._write(msg)
+        pos = self.pos
+        with self._undo_on_error():
+            self._write(msg)
+        blocks.append((pos, meta_len, len(msg) - meta_len))
         return len(msg)
+
+    @contextlib.contextmanager
+    def _undo_on_error(self):
+        """A write that fails part way (a full disk) is cut off again, so
+        the file ends at its last complete message and the next one follows
+        it; the error goes on to the caller."""
+        pos = self.pos
+        try:
+            yield
+        except OSError:
+            try:
+                os.ftruncate(self.fd, pos)
+                os.lseek(self.fd, pos, os.SEEK_SET)
+                self.pos = pos
+            except OSError:
+                pass  # the reader cuts a torn tail off all the same
+            raise
 
     def write_columns(self, column_values: list) -> int:
         """Append one batch; returns its size in bytes."""
@@ -362,15 +382,13 @@ class FileWriter:
                              f"{len(self.columns)}")
         header, body, size = _record_batch(n, column_buffers)
         prefix = _message(_HEADER_RECORD_BATCH, header, size)
-        self.blocks.append((self.pos, len(prefix), size))
-        total = len(prefix) + size
-        done = os.writev(self.fd, [prefix, *body])
-        if done < total:  # a short write (a full disk, a signal): the rest, piece by piece
-            rest = b"".join([prefix, *(memoryview(b).cast("B") for b in body)])[done:]
+        pos, total = self.pos, len(prefix) + size
+        with self._undo_on_error():
+            done = os.writev(self.fd, [prefix, *body])
             self.pos += done
-            self._write(rest)
-        else:
-            self.pos += total
+            if done < total:  # a short write (a signal, a full disk): the rest, piece by piece
+                self._write(b"".join([prefix, *(memoryview(b).cast("B") for b in body)])[done:])
+        self.blocks.append((pos, len(prefix), size))
         return total
 
     def close(self) -> None:
