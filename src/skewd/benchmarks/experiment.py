@@ -106,8 +106,8 @@ def window_overheads(t_sink_ns, traced, trim: float = 0.1, min_n: int = 50) -> l
     for i, (is_traced, rate) in enumerate(runs):
         if not is_traced or rate is None:
             continue
-        beside = [r for j in (i - 1, i + 1) if 0 <= j < len(runs)
-                  for t_, r in [runs[j]] if not t_ and r is not None]
+        beside = [runs[j][1] for j in (i - 1, i + 1)
+                  if 0 <= j < len(runs) and not runs[j][0] and runs[j][1] is not None]
         if beside:
             out.append(1 - rate / (sum(beside) / len(beside)))
     return out
