@@ -19,6 +19,7 @@ host-packages:
 bench: bootstrap
 	.venv/bin/python bench/clocks.py
 	.venv/bin/python bench/spans.py
+	.venv/bin/python bench/stage_loop.py
 	.venv/bin/python bench/experiment.py
 
 clean:

@@ -803,6 +803,7 @@ def cmd_experiment(args) -> int:
 
 BENCHES["experiment"] = "skewd.benchmarks.experiment"
 BENCHES["experiment-daemons"] = "skewd.benchmarks.experiment_daemons"
+BENCHES["stage-loop"] = "skewd.benchmarks.stage_loop"
 BENCHES["measure"] = "skewd.benchmarks.measure"
 BENCHES["estimate"] = "skewd.benchmarks.estimate"
 
