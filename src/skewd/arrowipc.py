@@ -83,6 +83,20 @@ def check_columns(columns) -> list[Column]:
     return columns
 
 
+def pyarrow_fields(columns) -> list:
+    """The columns as pyarrow fields, for readers (imports pyarrow; nothing
+    that writes needs this)."""
+    import pyarrow as pa
+    types = {INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64(), UTF8: pa.string()}
+    out = []
+    for c in columns:
+        t = pa.binary(c.width) if c.type == FIXED else types[c.type]
+        if c.dictionary is not None:
+            t = pa.dictionary(pa.int8(), t)
+        out.append(pa.field(c.name, t, nullable=c.nullable))
+    return out
+
+
 # --- a flatbuffer builder that writes front to back -----------------------------------
 
 class _Builder:

@@ -50,9 +50,7 @@ COLUMNS = [c.name for c in OFFSET_COLUMNS]
 def _schema():
     """OFFSET_COLUMNS as a pyarrow schema (pyarrow imported on first use)."""
     import pyarrow as pa
-    types = {INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64(), UTF8: pa.string()}
-    return pa.schema([pa.field(c.name, types[c.type], nullable=c.nullable)
-                      for c in OFFSET_COLUMNS])
+    return pa.schema(arrowipc.pyarrow_fields(OFFSET_COLUMNS))
 
 
 def __getattr__(name: str):

@@ -10,7 +10,8 @@ use, so importing this module does not import pyarrow.
 """
 from __future__ import annotations
 
-from skewd.arrowipc import FIXED, FLOAT64, INT32, INT64, UTF8, Column
+from skewd import arrowipc
+from skewd.arrowipc import FIXED, INT64, UTF8, Column
 
 #: bump when a column is added, removed or changes meaning; stored in the
 #: file metadata as b"skewd.schema_version"
@@ -63,18 +64,10 @@ def schema_version(schema) -> int | None:
         return None
 
 
-def _pa_field(pa, c: Column):
-    t = {INT32: pa.int32(), INT64: pa.int64(), FLOAT64: pa.float64(), UTF8: pa.string(),
-         FIXED: pa.binary(c.width)}[c.type]
-    if c.dictionary is not None:
-        t = pa.dictionary(pa.int8(), t)
-    return pa.field(c.name, t, nullable=c.nullable)
-
-
 def __getattr__(name: str):
     if name in ("SPAN_FIELDS", "SPAN_SCHEMA"):
         import pyarrow as pa
-        fields = [_pa_field(pa, c) for c in SPAN_COLUMNS]
+        fields = arrowipc.pyarrow_fields(SPAN_COLUMNS)
         globals().update(SPAN_FIELDS=fields, SPAN_SCHEMA=pa.schema(fields))
         return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
