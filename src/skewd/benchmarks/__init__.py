@@ -15,6 +15,14 @@ def median(xs) -> float:
     return float(statistics.median(xs))
 
 
+def quantile(xs, q: float) -> float:
+    """The q-quantile of xs, interpolated between the nearest two."""
+    xs = sorted(xs)
+    k = (len(xs) - 1) * q
+    i = int(k)
+    return xs[i] if i + 1 >= len(xs) else xs[i] + (xs[i + 1] - xs[i]) * (k - i)
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()

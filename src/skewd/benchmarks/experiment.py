@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from skewd.benchmarks import median, table
+from skewd.benchmarks import median, quantile, table
 from skewd.experiment.transports.zmq import SATURATED_SETTINGS  # the runner's at max rate
 
 BUDGET = 0.02
@@ -113,16 +113,16 @@ def window_overheads(t_sink_ns, traced, trim: float = 0.1, min_n: int = 50) -> l
     return out
 
 
-def _quantile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * q
-    i = int(k)
-    return xs[i] if i + 1 >= len(xs) else xs[i] + (xs[i + 1] - xs[i]) * (k - i)
+def _tick(step: list, progress) -> None:
+    """One run done of step[1]."""
+    step[0] += 1
+    if progress:
+        progress(step[0] / step[1])
 
 
 def _spread(xs: list[float]) -> dict:
     """Median, quartiles and range of paired overheads (fractions)."""
-    return {"median": median(xs), "q1": _quantile(xs, 0.25), "q3": _quantile(xs, 0.75),
+    return {"median": median(xs), "q1": quantile(xs, 0.25), "q3": quantile(xs, 0.75),
             "min": min(xs), "max": max(xs), "pairs": xs}
 
 
@@ -134,9 +134,7 @@ def _series(d: str, name: str, rate: float, repeats: int, duration_s: float,
         for mode in order:
             out = os.path.join(d, f"{name}-{mode}-{r}")
             runs[mode].append(_one(out, mode == "traced", rate, int(duration_s * 1e9), cpus))
-            step[0] += 1
-            if progress:
-                progress(step[0] / step[1])
+            _tick(step, progress)
     pairs = list(zip(runs["traced"], runs["plain"]))
     # tracing's cost as a positive fraction: throughput lost, CPU per request added
     thr = _spread([1 - t["throughput_rps"] / p["throughput_rps"] for t, p in pairs
@@ -178,9 +176,7 @@ def _windows(d: str, runs: int, duration_s: float, window_s: float, step, progre
         if sink is not None and "traced" in sink.column_names:
             overheads += window_overheads(sink.column("t_sink_ns").to_numpy(),
                                           sink.column("traced").to_numpy(zero_copy_only=False))
-        step[0] += 1
-        if progress:
-            progress(step[0] / step[1])
+        _tick(step, progress)
     return {"runs": runs, "duration_s": duration_s, "window_s": window_s,
             "cpus": {k: list(v) for k, v in (cpus or {}).items()},
             "overhead": median(overheads) if overheads else float("nan"),

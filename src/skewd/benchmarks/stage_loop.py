@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 
-from skewd.benchmarks import median, table
+from skewd.benchmarks import median, quantile, table
 
 BUDGET = 0.02
 
@@ -109,8 +109,7 @@ def run(repeats: int = 20, block: int = 2000, progress=None) -> dict:
 
 
 def format(res: dict) -> str:
-    n = len(res["pairs"])
-    q1, q3 = res["pairs"][n // 4], res["pairs"][(3 * n) // 4]
+    q1, q3 = quantile(res["pairs"], 0.25), quantile(res["pairs"], 0.75)
     rows = [["model stage loop, CPU per request", f"{res['plain_us']:.1f} µs",
              f"{res['traced_us']:.1f} µs", f"{res['overhead'] * 100:+.2f}%",
              f"{q1 * 100:+.2f}% … {q3 * 100:+.2f}%", "<= +2%",
