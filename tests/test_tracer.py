@@ -99,6 +99,44 @@ def test_producer_mark_send_and_set_send(tracer):
     assert r["send"]["send_ns"] == t and r["send2"]["send_ns"] == 77
 
 
+def test_one_call_hop_spans_match_with_spans(tracer):
+    """tracer.producer / tracer.consumer: started spans in one call, each the
+    same record as the `with tracer.span(...)` form, the current context set
+    while they run and put back by .end() (also when the work raises)."""
+    with tracer.span("outer") as outer:
+        p = tracer.producer("send a->b", False)      # parent False: a new trace
+        assert tracer.current_context() == p.context
+        t = p.mark_send()
+        p.end()
+        assert tracer.current_context() == outer.context
+        q = tracer.producer("send again", None)      # None: the current span's child
+        q.end()
+    c = tracer.consumer("recv a->b", p.context, t)
+    assert tracer.current_context() == c.context
+    with pytest.raises(ZeroDivisionError):
+        try:
+            1 / 0
+        finally:
+            c.end()
+    assert tracer.current_context() is None
+    with pytest.raises(RuntimeError):
+        c.end()
+    with pytest.raises(TypeError, match="parent"):
+        tracer.consumer("recv", "00-abc", 1)
+    with pytest.raises(TypeError):
+        tracer.producer(42, None)
+    assert p.parent_id is None and p.context.trace_id != outer.context.trace_id
+    assert q.parent_id == outer.span_id
+    assert c.context.trace_id == p.context.trace_id and c.parent_id == p.span_id
+    r = {x["name"]: x for x in rows(tracer)}
+    assert r["send a->b"]["kind"] == "producer" and r["send a->b"]["send_ns"] == t
+    assert r["send again"]["kind"] == "producer" and r["send again"]["send_ns"] is None
+    assert r["recv a->b"]["kind"] == "consumer" and r["recv a->b"]["send_ns"] == t
+    assert r["recv a->b"]["parent_id"] == p.span_id
+    assert r["send a->b"]["start_ns"] <= t <= r["send a->b"]["end_ns"]
+    assert r["recv a->b"]["start_ns"] <= r["recv a->b"]["end_ns"]
+
+
 def test_injected_offset_and_measurement_are_recorded(tmp_path):
     page = StatePage("skewed", writable=True)
     page.set_injection(Segment(0, 5_000_000, 0, 0))

@@ -22,6 +22,8 @@ NULL_NS = SKW_RING_NULL
 MAX_RING_SIZE = SKW_RING_MAX_SIZE
 KINDS = ("internal", "producer", "consumer", "client", "server")
 cdef dict _KIND = {k: i for i, k in enumerate(KINDS)}
+DEF KIND_PRODUCER = 1
+DEF KIND_CONSUMER = 2
 # a producer waits at most this long for room in blocking mode, then drops
 cdef int64_t BLOCK_TIMEOUT_NS = 10_000_000_000
 
@@ -123,6 +125,10 @@ cdef class Span:
     cdef int64_t est[2]
 
     def __enter__(self):
+        self._start()
+        return self
+
+    cdef int _start(self) except -1:
         cdef int err = 0
         cdef skw_ring *r
         if self.state != 0:
@@ -131,7 +137,7 @@ cdef class Span:
         if r == NULL:
             self.core._ring_error(err)
             self.state = 3  # not recorded; its context still propagates
-            return self
+            return 0
         if skw_ring_now(r, &self.t_start, &self.inj, self.est) != 0:
             self.core._clock_error()
         self.ring = r
@@ -146,7 +152,7 @@ cdef class Span:
         skw_ring_current.valid = 1
         skw_ring_current.sampled = self.flags & SKW_RING_F_SAMPLED
         self.state = 1
-        return self
+        return 0
 
     def __exit__(self, exc_type, exc, tb):
         self._finish()
@@ -205,7 +211,8 @@ cdef class Span:
 
     def start(self):
         """Start the span now (what `with` does on entry); returns it."""
-        return self.__enter__()
+        self._start()
+        return self
 
     def end(self):
         """End the span now and record it (what `with` does on exit)."""
@@ -448,19 +455,35 @@ cdef class Core:
         """A new span (not started): with parent=None it is a child of this
         thread's current span, or the root of a new trace; parent=False
         always starts a new trace."""
+        cdef object k
+        if kind == "internal":
+            return self._new(name, 0, parent, send_ns)
+        k = _KIND.get(kind)
+        if k is None:
+            raise ValueError(f"span kind {kind!r} is not one of {', '.join(KINDS)}")
+        return self._new(name, <uint8_t>k, parent, send_ns)
+
+    def consumer(self, name, parent, send_ns):
+        """span(name, "consumer", parent, send_ns), started: a message's
+        receipt in one call. End it with .end()."""
+        cdef Span s = self._new(name, KIND_CONSUMER, parent, send_ns)
+        s._start()
+        return s
+
+    def producer(self, name, parent):
+        """span(name, "producer", parent), started: a message's sending in
+        one call. Stamp the send with .mark_send(), end it with .end()."""
+        cdef Span s = self._new(name, KIND_PRODUCER, parent, None)
+        s._start()
+        return s
+
+    cdef Span _new(self, name, uint8_t kcode, parent, send_ns):
         cdef Span s = Span.__new__(Span)
         cdef SpanContext pc
         cdef Span ps
-        cdef object k
         s.core = self
         s.name_id = self._name_id(name)
-        if kind == "internal":
-            s.kcode = 0
-        else:
-            k = _KIND.get(kind)
-            if k is None:
-                raise ValueError(f"span kind {kind!r} is not one of {', '.join(KINDS)}")
-            s.kcode = <uint8_t>k
+        s.kcode = kcode
         if parent is None:
             if skw_ring_current.valid:
                 s.hi = skw_ring_current.trace_hi

@@ -334,6 +334,8 @@ class Tracer:
                             f"{page_path}: {e.strerror}") from None
         #: the hot path, bound once: tracer.span(name, kind=, parent=, send_ns=)
         self.span = self._core.span
+        self.consumer = self._core.consumer
+        self.producer = self._core.producer
         self.now_ns = self._core.now_ns
         self._batch_size = int(batch_size or min(self._core.ring_size, 32768))
         self._log_args = dict(node=self.node, stage=stage, clock=self.clock_name,
@@ -356,6 +358,18 @@ class Tracer:
              send_ns: int | None = None) -> Span:  # replaced per instance by the C method
         """A new span; use it with `with` (or .start()/.end())."""
         return self._core.span(name, kind, parent, send_ns)
+
+    def consumer(self, name: str, parent, send_ns: int | None) -> Span:
+        """span(name, "consumer", parent, send_ns), started, in one C call:
+        the receipt of a message (parent and send time from its headers).
+        End it with .end(). Replaced per instance by the C method."""
+        return self._core.consumer(name, parent, send_ns)
+
+    def producer(self, name: str, parent=None) -> Span:
+        """span(name, "producer", parent), started, in one C call: the
+        sending of a message. Stamp the send with .mark_send() and end it
+        with .end(). Replaced per instance by the C method."""
+        return self._core.producer(name, parent)
 
     def start_span(self, name: str, kind: str = "internal", parent=None,
                    send_ns: int | None = None) -> Span:

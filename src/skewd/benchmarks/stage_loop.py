@@ -39,19 +39,25 @@ def _loops(tracer):
             out = W.pack(req, t, W.model(weights, W.as_array(body, np.float32, shape)))
             Z.encode(Message(out))
 
-    span = tracer.span
-    with span("send source->model", kind="producer") as p0:
+    with tracer.span("send source->model", kind="producer") as p0:
         head = Z.encode(Message(b"", None, (p0, p0.mark_send())))[0]
+    consumer, producer = tracer.consumer, tracer.producer
 
-    def traced(n: int) -> None:
+    def traced(n: int) -> None:  # as the stages do it (stages._run_relay, _send)
         for i in range(n):
             msg = Z.decode([head, inputs[i & 63]])
             ctx, send_ns = msg.trace
-            with span("recv", kind="consumer", parent=ctx, send_ns=send_ns) as c:
+            c = consumer("recv", ctx, send_ns)
+            try:
                 req, t, body = W.unpack_head(msg.payload)
                 out = W.pack(req, t, W.model(weights, W.as_array(body, np.float32, shape)))
-                with span("send", kind="producer", parent=c) as p:
+                p = producer("send", c)
+                try:
                     Z.encode(Message(out, None, (p, p.mark_send())))
+                finally:
+                    p.end()
+            finally:
+                c.end()
 
     return plain, traced
 

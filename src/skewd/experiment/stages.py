@@ -143,10 +143,13 @@ def _send(tracer, tx, edge: str, payload: bytes, parent=None) -> None:
     if tracer is None:
         tx.send(Message(payload))
         return
-    with tracer.span(_SEND_SPAN[edge], kind="producer", parent=parent) as p:
+    p = tracer.producer(_SEND_SPAN[edge], parent)  # started, in one C call
+    try:
         # the span itself carries its context: no SpanContext object per
         # message, and the transport writes it with the send time in one call
         tx.send(Message(payload, None, (p, p.mark_send())))
+    finally:
+        p.end()
 
 
 class _Records:
@@ -325,9 +328,11 @@ def _run_relay(cfg, tr, rx, tx, st, stop) -> None:
                 handle(msg, None, None)  # uninstrumented, or a request sent untraced
             else:
                 ctx, send_ns = msg.trace if msg.trace is not None else tr.extract(msg.headers)
-                with tr.tracer.span(recv_span, kind="consumer", parent=ctx,
-                                    send_ns=send_ns) as c:
+                c = tr.tracer.consumer(recv_span, ctx, send_ns)  # started, in one C call
+                try:
                     handle(msg, tr.tracer, c)
+                finally:
+                    c.end()
             fault.tick()
     finally:
         if checker:
