@@ -17,14 +17,14 @@ def test_frames_round_trip(hs, payload):
     assert zt.decode(zt.encode(msg)) == msg
 
 
-@given(st.lists(st.binary(max_size=12), max_size=8))
+@given(st.lists(st.binary(max_size=12) | st.binary(min_size=32, max_size=32), max_size=8))
 @settings(max_examples=300)
 def test_decode_never_raises_on_foreign_frames(frames):
     m = zt.decode(frames)
     assert m is None or isinstance(m, Message)
 
 
-def test_a_traced_message_crosses_in_one_block_and_lists_its_headers():
+def test_a_traced_message_crosses_in_a_32_byte_trace_frame_and_lists_its_headers():
     from skewd import Tracer
     from skewd.tracer import extract_headers
     with Tracer(node=None, stage="t") as tr:
@@ -32,18 +32,43 @@ def test_a_traced_message_crosses_in_one_block_and_lists_its_headers():
             sent = Message(b"payload", None, (p, 1234))
             frames = zt.encode(sent)
         got = zt.decode(frames)
+    # trace id, span id, then the send time little-endian with the sampled bit on top
+    assert frames == [p.trace_id + p.span_id + (1234 | 1 << 63).to_bytes(8, "little"),
+                      b"payload"]
+    assert len(frames[0]) == 32                          # inside a ZeroMQ message itself
     assert got.trace == (p.context, 1234) and got.others == []      # read in C
     assert got.headers == sent.headers == [("traceparent", p.traceparent_bytes),
                                            ("skewd-send-ns", b"1234")]
     assert got == sent and extract_headers(got.headers) == (p.context, 1234)
     assert got.header("traceparent") == p.traceparent_bytes and got.header("x") is None
-    # the same headers written the general way make the same frames
-    assert zt.encode(Message(b"payload", sent.headers)) == frames
+    # the same headers written the general way make the same message
+    assert zt.decode(zt.encode(Message(b"payload", sent.headers))) == got
     # with other headers too: the general way, still the same message
     mixed = Message(b"p", [("k", b"v")], (p.context, 7))
     back = zt.decode(zt.encode(mixed))
     assert back.trace is None and back == mixed and back.header("k") == b"v"
     assert extract_headers(back.headers) == (p.context, 7)
+
+
+def test_what_a_trace_frame_cannot_hold_goes_as_a_header_block():
+    from skewd.tracer import SpanContext
+    unsampled = SpanContext(bytes(range(1, 17)), bytes(range(1, 9)), False)
+    f = zt.encode(Message(b"x", None, (unsampled, 0)))[0]
+    assert f == bytes(range(1, 17)) + bytes(range(1, 9)) + bytes(8)
+    assert zt.decode([f, b"x"]).trace == (unsampled, 0)
+    # a trace id that begins like a header block, or a send time a trace
+    # frame cannot hold: the header block, in C, and the same message back
+    skw = SpanContext(b"SKW2" + bytes(range(1, 13)), bytes(range(1, 9)), True)
+    for ctx, ns in ((skw, 5), (unsampled, -5), (unsampled, -2**63 + 1)):
+        frames = zt.encode(Message(b"x", None, (ctx, ns)))
+        assert frames[0].startswith(zt.MAGIC)
+        assert zt.decode(frames).trace == (ctx, ns)
+    last = zt.encode(Message(b"x", None, (unsampled, 2**63 - 1)))
+    assert len(last[0]) == 32 and zt.decode(last).trace == (unsampled, 2**63 - 1)
+    # 32 bytes that are not a trace frame: zero ids
+    assert zt.decode([bytes(24) + bytes(8), b"x"]) is None
+    assert zt.decode([bytes(range(1, 17)) + bytes(8) + bytes(8), b"x"]) is None
+    assert zt.decode([bytes(31), b"x"]) is None and zt.decode([bytes(33), b"x"]) is None
 
 
 def test_decode_rejects_torn_or_foreign_frames():

@@ -162,6 +162,18 @@ def test_header_block_is_the_general_block_of_the_two_headers(tid, sid, sampled,
     assert _ring.parse_header_block(block, len(prefix)) == (ctx, send_ns)
 
 
+@given(ids16, ids8, st.booleans(), st.integers(-2**63, 2**64))
+def test_trace_frame_round_trips_or_declines(tid, sid, sampled, send_ns):
+    ctx = SpanContext(tid, sid, sampled)
+    f = _ring.trace_frame(ctx, send_ns)
+    if not 0 <= send_ns < 2**63 or tid[:4] == b"SKW2":
+        assert f is None
+        return
+    assert len(f) == _ring.TRACE_FRAME_LEN == 32
+    assert f[:24] == tid + sid and f[24:] == (send_ns | sampled << 63).to_bytes(8, "little")
+    assert _ring.parse_trace_frame(f) == (ctx, send_ns)
+
+
 def test_header_block_declines_what_it_does_not_write():
     ctx = SpanContext(b"\1" * 16, b"\2" * 8)
     assert _ring.header_block(b"", "00-...", 1) is None

@@ -19,7 +19,7 @@ class Message:
     trace: (context, send_ns) — a Span or SpanContext and an int — given
     apart from the headers, so that a transport can write them, and read
     them back, in one C call instead of as a header list (the ZeroMQ
-    transport does: skewd._ring.header_block). `headers` then still lists
+    transport does: skewd._ring.trace_frame). `headers` then still lists
     them, as traceparent and skewd-send-ns after the others, built when
     asked for; `others` are the headers besides them."""
     __slots__ = ("payload", "others", "trace")
