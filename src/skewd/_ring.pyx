@@ -757,6 +757,8 @@ def headers_fast(ctx, send_ns):
 # receiving process a buffer allocation per message (~4 µs of its CPU).
 
 TRACE_FRAME_LEN = 32
+# b"SKW2", how a header block begins, as a trace id's first 4 bytes
+DEF BLOCK_MAGIC_BE32 = 0x534B5732
 
 
 cdef inline void _put_be64(char *p, uint64_t v):
@@ -776,7 +778,7 @@ def trace_frame(ctx, send_ns):
     if (not _ids_of(ctx, &hi, &lo, &sid, &sampled) or type(send_ns) is not int
             or not 0 <= send_ns < 2**63):
         return None
-    if hi >> 32 == 0x534B5732:  # b"SKW2"
+    if hi >> 32 == BLOCK_MAGIC_BE32:
         return None
     cdef bytes out = PyBytes_FromStringAndSize(NULL, 32)
     cdef char *p = PyBytes_AS_STRING(out)
@@ -800,7 +802,7 @@ def parse_trace_frame(bytes buf):
     hi = _be64(buf, 0)
     lo = _be64(buf, 8)
     sid = _be64(buf, 16)
-    if hi >> 32 == 0x534B5732 or (hi == 0 and lo == 0) or sid == 0:
+    if hi >> 32 == BLOCK_MAGIC_BE32 or (hi == 0 and lo == 0) or sid == 0:
         return None
     for i in range(8):
         v |= (<uint64_t>p[24 + i]) << (8 * i)

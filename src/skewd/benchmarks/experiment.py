@@ -279,7 +279,7 @@ def format(res: dict) -> str:
                            f"per run {runs}"])
     checks = "; ".join(f"{k}: {'ok' if v else 'OVER'}" for k, v in res["checks"].items())
     drain = (pinned or res["saturated"])["drain_us_per_request"]
-    series = [res[k] for k, _ in labels] + [win] + [x for x in [res.get("windows_shared")] if x]
+    series = [res[k] for k, _ in labels] + [w for w in (win, res.get("windows_shared")) if w]
     return (table(rows, ["pipeline", "metric", "plain", "traced", "traced vs plain (median pair)",
                          "pairs: quartiles (range)"])
             + f"\n\nbudget: tracing costs <= {res['budget'] * 100:.0f}% of saturated "
@@ -292,5 +292,5 @@ def format(res: dict) -> str:
               + ", ".join(f"{k} {v:.2f} µs" for k, v in drain.items())
             + f"\n{res['repeats']} pairs per pipeline, {res['duration_s']:g}s a run, order "
               f"alternating within pairs; {win['runs']} runs of {win['duration_s']:g}s with "
-              f"every other window traced{' (each layout)' if pinned else ''}; {res['cpus']} CPUs; outputs all correct: "
-              f"{all(s['all_correct'] for s in series)}")
+              f"every other window traced{' (each layout)' if pinned else ''}; "
+              f"{res['cpus']} CPUs; outputs all correct: {all(s['all_correct'] for s in series)}")
