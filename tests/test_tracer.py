@@ -109,7 +109,7 @@ def test_one_call_hop_spans_match_with_spans(tracer):
         t = p.mark_send()
         p.end()
         assert tracer.current_context() == outer.context
-        q = tracer.producer("send again", None)      # None: the current span's child
+        q = tracer.producer("send again")            # no parent: the current span's child
         q.end()
     c = tracer.consumer("recv a->b", p.context, t)
     assert tracer.current_context() == c.context

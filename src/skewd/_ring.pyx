@@ -470,7 +470,7 @@ cdef class Core:
         s._start()
         return s
 
-    def producer(self, name, parent):
+    def producer(self, name, parent=None):
         """span(name, "producer", parent), started: a message's sending in
         one call. Stamp the send with .mark_send(), end it with .end()."""
         cdef Span s = self._new(name, KIND_PRODUCER, parent, None)

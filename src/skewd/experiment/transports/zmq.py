@@ -36,7 +36,8 @@ import struct
 
 import zmq
 
-from skewd._ring import TRACE_FRAME_LEN, header_block, parse_header_block, parse_trace_frame, trace_frame
+from skewd._ring import (TRACE_FRAME_LEN, header_block, parse_header_block, parse_trace_frame,
+                         trace_frame)
 from skewd.errors import HostError, PeerError, UsageError
 from skewd.experiment.transports.base import (Headers, Message, Receiver, Sender,
                                               Transport, TransportSpec)
