@@ -13,6 +13,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from skewd import arrowipc
 from skewd.errors import UsageError
 
 
@@ -138,3 +139,50 @@ class RotatingLog:
         self.path = None
         self.stats = WriterStats()
         self._seq = 0
+
+
+class ArrowLog(RotatingLog):
+    """A RotatingLog whose files are Arrow IPC files (skewd.arrowipc) of
+    `columns`, with the schema metadata a subclass's metadata() gives; a
+    subclass writes a batch with self._batch(), which opens the file first
+    when none is open."""
+    columns: tuple = ()
+
+    def __init__(self, directory: str, **kw):
+        super().__init__(directory, **kw)
+        self._fd: int | None = None
+        self._file: arrowipc.FileWriter | None = None
+
+    def metadata(self) -> dict[bytes, bytes]:
+        raise NotImplementedError
+
+    def _batch(self) -> arrowipc.FileWriter:
+        if self._file is None:
+            self._open()
+        return self._file
+
+    def _begin(self, path: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            self._file = arrowipc.FileWriter(fd, self.columns, self.metadata())
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def _end(self) -> int:
+        self._file.close()  # the footer
+        return self._fd
+
+    def _release(self) -> None:
+        fd = self._fd
+        self._file = self._fd = None
+        os.close(fd)
+
+    def _drop(self) -> None:
+        """In a forked child: close the child's copy of the descriptor; the
+        parent goes on writing the file."""
+        try:
+            self._release()
+        except OSError:
+            pass

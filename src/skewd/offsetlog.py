@@ -27,7 +27,7 @@ import os
 from skewd import arrowipc
 from skewd.arrowipc import FLOAT64, INT32, INT64, UTF8, Column
 from skewd.errors import InputFileError
-from skewd.logfiles import RotatingLog
+from skewd.logfiles import ArrowLog
 
 OFFSETS_VERSION = 1
 META_VERSION = b"skewd.offsets_version"
@@ -59,48 +59,25 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class OffsetLogWriter(RotatingLog):
+class OffsetLogWriter(ArrowLog):
     """Rotated, crash-safe offset logs named offsets-<node>-<time>-<pid>-<n>.arrow:
     one write() per batch of rows, footer and fsync on rotation and close."""
+    columns = OFFSET_COLUMNS
 
     def __init__(self, directory: str, *, node: str, host: str | None = None,
                  max_bytes: int = 64 << 20, max_age_s: float = 600.0):
         super().__init__(directory, node=node, prefix="offsets", host=host,
                          max_bytes=max_bytes, max_age_s=max_age_s, what="offset log")
-        self._fd: int | None = None
-        self._file: arrowipc.FileWriter | None = None
 
     def metadata(self) -> dict:
         return {META_VERSION: str(OFFSETS_VERSION).encode(), b"skewd.node": self.node.encode(),
                 b"skewd.host": self.host.encode(), b"skewd.pid": str(os.getpid()).encode()}
 
-    def _begin(self, path: str) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        try:
-            self._file = arrowipc.FileWriter(self._fd, OFFSET_COLUMNS, self.metadata())
-        except BaseException:
-            os.close(self._fd)
-            self._fd = None
-            raise
-
     def write(self, rows: list[tuple]) -> None:
         """Append rows (tuples in COLUMNS order) as one batch; rotate when due."""
         if not rows:
             return
-        if self._file is None:
-            self._open()
-        self._written(len(rows), self._file.write_rows(rows))
-
-    def _end(self) -> int:
-        self._file.close()
-        return self._fd
-
-    def _release(self) -> None:
-        fd, self._fd, self._file = self._fd, None, None
-        os.close(fd)
-
-    def _drop(self) -> None:
-        self._release()
+        self._written(len(rows), self._batch().write_rows(rows))
 
 
 def batch_from_tuples(rows: list[tuple]):

@@ -23,7 +23,7 @@ import os
 from array import array
 
 from skewd import arrowipc
-from skewd.logfiles import RotatingLog
+from skewd.logfiles import ArrowLog
 from skewd.schema import SPAN_COLUMNS, metadata
 
 _EMPTY = b""
@@ -53,9 +53,10 @@ class _Constant:
         return 0, [_EMPTY, offsets, self._bytes[:len(self.data) * n]]
 
 
-class SpanLogWriter(RotatingLog):
+class SpanLogWriter(ArrowLog):
     """Writes spans to rotated Arrow IPC files in `directory`.
     Not thread-safe: one drain thread (or a caller holding its lock) uses it."""
+    columns = SPAN_COLUMNS
 
     def __init__(self, directory: str, *, node: str, stage: str | None = None,
                  clock: str = "realtime", host: str | None = None,
@@ -66,21 +67,10 @@ class SpanLogWriter(RotatingLog):
         self.clock = clock
         self._node_col, self._stage_col, self._clock_col = (
             _Constant(node), _Constant(stage), _Constant(clock))
-        self._fd: int | None = None
-        self._file: arrowipc.FileWriter | None = None
 
     def metadata(self) -> dict[bytes, bytes]:
         return metadata(node=self.node, stage=self.stage or "", clock=self.clock,
                         host=self.host, pid=os.getpid())
-
-    def _begin(self, path: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            self._file = arrowipc.FileWriter(fd, SPAN_COLUMNS, self.metadata())
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
 
     def write_ring(self, cols, n: int) -> None:
         """Append the first n rows of a drain into cols (skewd._ring.Columns)."""
@@ -122,26 +112,4 @@ class SpanLogWriter(RotatingLog):
                         for c, v in zip(SPAN_COLUMNS, column_values, strict=True)])
 
     def _write(self, n: int, column_buffers: list) -> None:
-        if self._file is None:
-            self._open()
-        size = self._file.write_buffers(n, column_buffers)
-        self._written(n, size)
-
-    def _end(self) -> int:
-        self._file.close()  # the footer
-        return self._fd
-
-    def _release(self) -> None:
-        fd = self._fd
-        self._file = self._fd = None
-        os.close(fd)
-
-    def _drop(self) -> None:
-        """In a forked child: close the child's copy of the descriptor; the
-        parent goes on writing the file."""
-        fd = self._fd
-        self._file = self._fd = None
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        self._written(n, self._batch().write_buffers(n, column_buffers))
